@@ -1,0 +1,176 @@
+"""Command line: the same stages as the DAGs, without Airflow.
+
+Run as ``mediacheck ...`` or ``python -m pipeline ...``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from pipeline.settings import SettingsError, get_settings
+
+app = typer.Typer(help="Detect AI-generated images and videos: prepare, train, evaluate, score.",
+                  no_args_is_help=True, pretty_exceptions_enable=False)
+verdicts_app = typer.Typer(help="Query stored verdicts.", no_args_is_help=True)
+app.add_typer(verdicts_app, name="verdicts")
+console = Console()
+
+
+@contextmanager
+def _store() -> Iterator:
+    from pipeline.services import mongo_uri
+    from pipeline.store import ResultStore
+
+    settings = get_settings()
+    with mongo_uri(settings.mongo.uri, settings.storage.root / "mongo") as uri:
+        store = ResultStore.from_uri(uri, database=settings.mongo.database)
+        try:
+            yield store
+        finally:
+            store.client.close()
+
+
+def _progress() -> Progress:
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                    console=console)
+
+
+@app.command()
+def prepare(source: Annotated[str, typer.Argument(help="Folder or s3:// URI of labelled media.")]) -> None:
+    """Ingest labelled media into a grouped, balanced, split dataset."""
+    from pipeline.stages import prepare as stage
+
+    settings = get_settings()
+    with _store() as store, _progress() as progress:
+        work = stage.plan(settings, source)
+        items = work["videos"] + [i for chunk in work["image_chunks"] for i in chunk]
+        task = progress.add_task("processing media", total=len(items))
+        stage.process_batch(settings, work["workdir"], "all", items, on_done=lambda _: progress.advance(task))
+        summary = stage.assemble(settings, store, work["workdir"], source)
+    _print_json(summary)
+
+
+@app.command()
+def train(dataset_id: Annotated[Optional[str], typer.Option(help="Dataset version (default: latest).")] = None) -> None:
+    """Two-phase training, calibration, evaluation and registration in MLflow."""
+    from pipeline.stages import train as stage
+
+    with _store() as store:
+        document = stage.run(get_settings(), store, dataset_id=dataset_id)
+    _print_json({k: document[k] for k in ("_id", "model", "dataset_id", "metrics", "calibration", "promoted",
+                                          "promotion_rule")})
+
+
+@app.command()
+def evaluate(dataset_id: Annotated[Optional[str], typer.Option(help="Dataset version (default: latest).")] = None) -> None:
+    """Evaluate the champion model on a dataset's test split."""
+    import pandas as pd
+
+    from pipeline.model.evaluate import binary_metrics
+    from pipeline.stages.score import load_champion
+    from pipeline.stages.train import resolve_dataset, split_logits
+
+    settings = get_settings()
+    with _store() as store:
+        dataset = resolve_dataset(store, dataset_id)
+    loaded = load_champion(settings)
+    logits, labels = split_logits(loaded.bundle, pd.read_parquet(dataset["manifest_path"]), "test",
+                                  settings.model.batch_size)
+    metrics = binary_metrics(labels, loaded.bundle.calibration.probability(logits), loaded.bundle.calibration.threshold)
+    _print_json({"model_version": loaded.ref.version, "dataset_id": dataset["_id"], "metrics": metrics})
+
+
+@app.command()
+def score(path: Annotated[Optional[Path], typer.Argument(help="File or folder; default: the watched bucket.")] = None) -> None:
+    """Score media and store one verdict per item."""
+    from pipeline.stages import score as stage
+
+    settings = get_settings()
+    uris = stage.list_incoming(settings) if path is None else (
+        [str(p) for p in sorted(path.rglob("*")) if p.is_file()] if path.is_dir() else [str(path)])
+    if not uris:
+        console.print("nothing to score")
+        return
+    loaded = stage.load_champion(settings)
+    results = []
+    with _store() as store, _progress() as progress:
+        store.ensure_indexes()
+        task = progress.add_task("scoring", total=len(uris))
+        for uri in uris:
+            results.append(stage.score_uri(uri, loaded, settings, store))
+            progress.advance(task)
+    _verdict_table(results, title=f"model {loaded.ref.name} v{loaded.ref.version}")
+
+
+@verdicts_app.command("list")
+def list_verdicts(
+    band: Annotated[Optional[str], typer.Option(help="real, uncertain or fake.")] = None,
+    model_version: Annotated[Optional[str], typer.Option(help="Only this model version.")] = None,
+    limit: int = 20,
+) -> None:
+    """Most recent verdicts first."""
+    with _store() as store:
+        rows = store.list_verdicts(limit=limit, verdict=band, model_version=model_version)
+    _verdict_table([{**r, "uri": r["source_uri"], "model_version": r["model"]["version"]} for r in rows],
+                   title="stored verdicts")
+
+
+@verdicts_app.command("show")
+def show_verdict(content_id: Annotated[str, typer.Argument(help="sha256 of the media (a unique prefix works).")]) -> None:
+    """One verdict with its per-frame scores and lineage."""
+    with _store() as store:
+        document = store.find_verdict_by_prefix(content_id)
+    if document is None:
+        raise typer.BadParameter(f"no verdict for {content_id}")
+    _print_json(document)
+
+
+@app.command("demo-data")
+def demo_data(out: Annotated[Path, typer.Argument(help="Folder for the labelled synthetic set.")],
+              incoming: Annotated[Optional[Path], typer.Option(help="Also drop unseen media here.")] = None) -> None:
+    """Generate the small synthetic labelled set used by the demo."""
+    from pipeline.synthetic import drop_incoming, make_labelled_set
+
+    made = make_labelled_set(out)
+    console.print(f"wrote {made.images} images and {made.videos} videos with {made.labels_csv}")
+    if incoming:
+        console.print(f"dropped {len(drop_incoming(incoming))} files into {incoming}")
+
+
+def _verdict_table(rows: list[dict], *, title: str) -> None:
+    table = Table(title=title)
+    for column in ("file", "verdict", "p(fake)", "status", "content id"):
+        table.add_column(column)
+    colours = {"fake": "red", "real": "green", "uncertain": "yellow"}
+    for row in rows:
+        verdict = row.get("verdict") or "-"
+        probability = row.get("probability")
+        table.add_row(Path(str(row["uri"])).name, f"[{colours.get(verdict, 'white')}]{verdict}[/]",
+                      "-" if probability is None else f"{probability:.3f}",
+                      row.get("reason") or row.get("status", ""), row["content_id"][:12])
+    console.print(table)
+
+
+def _print_json(data: dict) -> None:
+    console.print_json(json.dumps(data, default=str))
+
+
+def main() -> None:
+    try:
+        app()
+    except SettingsError as error:
+        console.print(f"[red]{error}[/]")
+        raise SystemExit(2) from None
+
+
+if __name__ == "__main__":
+    main()

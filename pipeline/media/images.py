@@ -1,0 +1,106 @@
+"""Decode images to RGB and resize them to square frames by a named policy.
+
+Every frame the pipeline stores or scores, from images and from video, goes through
+:func:`resize_to_square` and :func:`encode_jpeg`, so both classes share one path and a
+model cannot learn file format or size instead of content.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+
+import cv2
+import numpy as np
+from PIL import Image, ImageOps
+
+from pipeline.settings import ResizePolicy
+
+MAX_IMAGE_PIXELS = 64_000_000  # larger images are refused as decompression bombs
+JPEG_QUALITY = 95
+
+
+class MediaError(ValueError):
+    """A media file cannot be used; the message is the quarantine reason."""
+
+
+def decode_image(data: bytes) -> tuple[np.ndarray, list[str]]:
+    """Return an RGB uint8 array and the normalisation steps applied (for the record)."""
+    if not data:
+        raise MediaError("empty file (0 bytes)")
+    steps: list[str] = []
+    Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data))
+            if image.width * image.height > MAX_IMAGE_PIXELS:
+                raise MediaError(f"image too large ({image.width}x{image.height}): possible decompression bomb")
+            if getattr(image, "n_frames", 1) > 1:
+                raise MediaError(f"animated image ({image.n_frames} frames); score it as a video instead")
+            image.load()
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
+        raise MediaError(f"decompression bomb refused: {error}") from None
+    except MediaError:
+        raise
+    except Exception as error:  # Pillow raises many types for corrupt data
+        raise MediaError(f"undecodable image: {error}") from None
+    transposed = ImageOps.exif_transpose(image)
+    if transposed is not image:
+        steps.append("exif_rotated")
+        image = transposed
+    if image.mode != "RGB":
+        steps.append(f"converted_{image.mode}_to_RGB")
+        image = _to_rgb(image)
+    return np.asarray(image, dtype=np.uint8), steps
+
+
+def _to_rgb(image: Image.Image) -> Image.Image:
+    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
+        array = np.asarray(image, dtype=np.float64)
+        image = Image.fromarray((array / max(array.max(), 1) * 255).astype(np.uint8), "L")
+    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGB", rgba.size, (255, 255, 255))  # alpha composited on white
+        background.paste(rgba, mask=rgba.getchannel("A"))
+        return background
+    return image.convert("RGB")
+
+
+def resize_to_square(image: np.ndarray, size: int, policy: ResizePolicy) -> np.ndarray:
+    """Resize an RGB image to ``size`` x ``size`` by ``squash``, ``letterbox`` or ``center_crop``."""
+    height, width = image.shape[:2]
+    if policy == "squash":
+        return _resize(image, size, size)
+    if policy == "letterbox":
+        scale = size / max(height, width)
+        new_h, new_w = max(1, round(height * scale)), max(1, round(width * scale))
+        canvas = np.zeros((size, size, 3), dtype=np.uint8)
+        top, left = (size - new_h) // 2, (size - new_w) // 2
+        canvas[top : top + new_h, left : left + new_w] = _resize(image, new_w, new_h)
+        return canvas
+    if policy == "center_crop":
+        scale = size / min(height, width)
+        new_h, new_w = max(size, round(height * scale)), max(size, round(width * scale))
+        resized = _resize(image, new_w, new_h)
+        top, left = (new_h - size) // 2, (new_w - size) // 2
+        return resized[top : top + size, left : left + size]
+    raise ValueError(f"unknown resize policy {policy!r}")
+
+
+def _resize(image: np.ndarray, width: int, height: int) -> np.ndarray:
+    shrinking = width * height < image.shape[0] * image.shape[1]
+    return cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_CUBIC)
+
+
+def encode_jpeg(image: np.ndarray) -> bytes:
+    """Encode an RGB frame the one way every stored frame is encoded."""
+    ok, buffer = cv2.imencode(".jpg", cv2.cvtColor(image, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
+    if not ok:
+        raise MediaError("JPEG encoding failed")
+    return buffer.tobytes()
+
+
+def decode_jpeg(data: bytes) -> np.ndarray:
+    """Decode a stored frame back to RGB."""
+    return cv2.cvtColor(cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)

@@ -1,0 +1,158 @@
+"""Assemble processed items into a deduplicated, grouped, split and balanced dataset."""
+
+from __future__ import annotations
+
+import hashlib
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from pipeline.prepare.process import ItemResult
+from pipeline.prepare.sources import Rejected
+from pipeline.prepare.split import assign_splits
+from pipeline.settings import PrepareSettings
+
+LABEL_NAMES = {0: "real", 1: "fake"}
+
+
+@dataclass
+class Quarantined:
+    uri: str
+    content_id: str
+    reason: str
+
+
+@dataclass
+class Dataset:
+    """A dataset version: its manifest (one row per frame) and what happened to every input."""
+
+    dataset_id: str
+    manifest_path: Path
+    manifest_hash: str
+    manifest: pd.DataFrame
+    counts: dict[str, dict[str, int]]
+    class_weight: dict[int, float]
+    config: dict
+    media: list[ItemResult]
+    quarantined: list[Quarantined]
+    duplicates: list[tuple[str, str]] = field(default_factory=list)  # (uri, uri it duplicates)
+
+    @property
+    def totals(self) -> dict[str, int]:
+        kept, dup, bad = len(self.media), len(self.duplicates), len(self.quarantined)
+        return {"input": kept + dup + bad, "kept": kept, "duplicate": dup, "quarantined": bad}
+
+
+def assemble_dataset(results: list[ItemResult], rejected: list[Rejected], settings: PrepareSettings,
+                     datasets_dir: Path) -> Dataset:
+    """Deduplicate by content, group near-duplicates, split by group, balance, write the manifest."""
+    quarantined = [Quarantined(r.uri, "", r.reason) for r in rejected]
+    quarantined += [Quarantined(r.uri, r.content_id, r.reason) for r in results if r.reason]
+    kept, duplicates, conflicts = _deduplicate([r for r in results if not r.reason])
+    quarantined += conflicts
+    groups = _group_keys(kept)
+    group_labels: dict[str, Counter] = defaultdict(Counter)
+    hint_votes: dict[str, Counter] = defaultdict(Counter)
+    for item in kept:
+        group_labels[groups[item.content_id]][item.label] += 1
+        if item.split:
+            hint_votes[groups[item.content_id]][item.split] += 1
+    hints = {g: votes.most_common(1)[0][0] for g, votes in hint_votes.items()}
+    splits = assign_splits(group_labels, hints, val_fraction=settings.val_fraction,
+                           test_fraction=settings.test_fraction, seed=settings.seed)
+    manifest = _manifest(kept, groups, splits, settings)
+    manifest, class_weight = _balance(manifest, settings)
+    manifest_hash = hashlib.sha256(manifest.to_csv(index=False).encode()).hexdigest()
+    dataset_id = f"ds-{manifest_hash[:12]}"
+    path = datasets_dir / dataset_id / "manifest.parquet"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    manifest.to_parquet(path, index=False)
+    return Dataset(dataset_id, path, manifest_hash, manifest, _counts(manifest), class_weight,
+                   settings.model_dump(mode="json"), kept, quarantined, duplicates)
+
+
+def _deduplicate(items: list[ItemResult]) -> tuple[list[ItemResult], list[tuple[str, str]], list[Quarantined]]:
+    by_content: dict[str, list[ItemResult]] = defaultdict(list)
+    for item in sorted(items, key=lambda r: r.uri):
+        by_content[item.content_id].append(item)
+    kept, duplicates, conflicts = [], [], []
+    for cid, same in by_content.items():
+        if len({r.label for r in same}) > 1:
+            conflicts += [Quarantined(r.uri, cid, "same content under both labels (real and fake)") for r in same]
+            continue
+        kept.append(same[0])
+        duplicates += [(r.uri, same[0].uri) for r in same[1:]]
+    return kept, duplicates, conflicts
+
+
+def _group_keys(items: list[ItemResult]) -> dict[str, str]:
+    """Group per content id: the declared group, merged with images that share a perceptual hash."""
+    parent: dict[str, str] = {}
+
+    def find(key: str) -> str:
+        while parent.setdefault(key, key) != key:
+            parent[key] = parent[parent[key]]
+            key = parent[key]
+        return key
+
+    first_with_hash: dict[str, str] = {}
+    for item in items:
+        own = item.group or f"content:{item.content_id[:16]}"
+        find(own)
+        if item.kind == "image":
+            other = first_with_hash.setdefault(item.frames[0].phash, own)
+            parent[find(own)] = find(other)
+    return {item.content_id: find(item.group or f"content:{item.content_id[:16]}") for item in items}
+
+
+def _manifest(items: list[ItemResult], groups: dict[str, str], splits: dict[str, str],
+              settings: PrepareSettings) -> pd.DataFrame:
+    rows = [
+        {"content_id": item.content_id, "source_uri": item.uri, "kind": item.kind, "label": item.label,
+         "group": groups[item.content_id], "split": splits[groups[item.content_id]],
+         "frame_index": frame.index, "time_s": frame.time_s, "frame_path": frame.path, "phash": frame.phash,
+         "width": item.width, "height": item.height, "resize_policy": settings.resize_policy,
+         "frame_size": settings.frame_size, "sample_weight": 1.0}
+        for item in items for frame in item.frames
+    ]
+    columns = ["content_id", "source_uri", "kind", "label", "group", "split", "frame_index", "time_s",
+               "frame_path", "phash", "width", "height", "resize_policy", "frame_size", "sample_weight"]
+    frame = pd.DataFrame(rows, columns=columns)
+    return frame.sort_values(["split", "content_id", "frame_index"], ignore_index=True)
+
+
+def _balance(manifest: pd.DataFrame, settings: PrepareSettings) -> tuple[pd.DataFrame, dict[int, float]]:
+    """Balance the training frames by the configured policy; validation and test stay as they are."""
+    train = manifest["split"] == "train"
+    counts = manifest.loc[train, "label"].value_counts().to_dict()
+    if len(counts) < 2:
+        return manifest, {label: 1.0 for label in counts}
+    rng = np.random.default_rng(settings.seed)
+    if settings.balance == "class_weight":
+        total = sum(counts.values())
+        weights = {int(k): total / (2 * v) for k, v in counts.items()}
+        manifest.loc[train, "sample_weight"] = manifest.loc[train, "label"].map(weights)
+        return manifest, weights
+    target = min(counts.values()) if settings.balance == "undersample" else max(counts.values())
+    parts = [manifest[~train]]
+    for label, count in counts.items():
+        rows = manifest[train & (manifest["label"] == label)]
+        picks = rng.choice(len(rows), size=target, replace=target > count) if count != target else np.arange(count)
+        parts.append(rows.iloc[np.sort(picks)])
+    balanced = pd.concat(parts, ignore_index=True).sort_values(["split", "content_id", "frame_index"], ignore_index=True)
+    return balanced, {0: 1.0, 1: 1.0}
+
+
+def _counts(manifest: pd.DataFrame) -> dict[str, dict[str, int]]:
+    counts: dict[str, dict[str, int]] = {}
+    for split in ("train", "val", "test"):
+        rows = manifest[manifest["split"] == split]
+        counts[split] = {}
+        for label, name in LABEL_NAMES.items():
+            labelled = rows[rows["label"] == label]
+            counts[split][f"{name}_items"] = int(labelled["content_id"].nunique())
+            counts[split][f"{name}_frames"] = len(labelled)
+    return counts

@@ -1,0 +1,145 @@
+"""Turn one source file into stored square frames, or a quarantine reason.
+
+Images and video frames share one decode -> resize -> JPEG path (pipeline.media.images).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from contextlib import nullcontext
+import os
+import tempfile
+from collections.abc import Callable, Iterable
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import fsspec
+import imagehash
+import numpy as np
+from PIL import Image
+
+from pipeline.media.images import MediaError, decode_image, encode_jpeg, resize_to_square
+from pipeline.media.sniff import SNIFF_BYTES, sniff_kind
+from pipeline.media.video import extract_uniform_frames
+from pipeline.prepare.sources import SourceItem
+from pipeline.settings import PrepareSettings
+
+
+@dataclass
+class FrameRecord:
+    path: str
+    index: int
+    time_s: float
+    phash: str
+
+
+@dataclass
+class ItemResult:
+    """What happened to one source file; ``reason`` is set when it was quarantined."""
+
+    uri: str
+    label: int
+    group: str | None
+    split: str | None
+    content_id: str = ""
+    kind: str = "unknown"
+    reason: str | None = None
+    width: int = 0
+    height: int = 0
+    duration_s: float = 0.0
+    fps: float = 0.0
+    steps: list[str] = field(default_factory=list)
+    frames: list[FrameRecord] = field(default_factory=list)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> ItemResult:
+        return cls(**{**data, "frames": [FrameRecord(**f) for f in data.get("frames", [])]})
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def content_id(data: bytes) -> str:
+    """The identity of a media item everywhere in the pipeline: sha256 of its bytes."""
+    return hashlib.sha256(data).hexdigest()
+
+
+def process_item(item: SourceItem, settings: PrepareSettings, frames_dir: Path) -> ItemResult:
+    """Store the frames of one item under ``frames_dir``; never raises for bad media."""
+    result = ItemResult(item.uri, item.label, item.group, item.split)
+    try:
+        with fsspec.open(item.uri, "rb") as handle:
+            data = handle.read()
+    except OSError as error:
+        result.reason = f"unreadable file: {error.strerror or error}"
+        return result
+    result.content_id = content_id(data)
+    result.kind = sniff_kind(data[:SNIFF_BYTES])
+    try:
+        if not data:
+            raise MediaError("empty file (0 bytes)")
+        if result.kind == "image":
+            _process_image(data, result, settings, frames_dir)
+        elif result.kind == "video":
+            _process_video(item.uri, data, result, settings, frames_dir)
+        else:
+            raise MediaError("not an image or video (unrecognised content)")
+    except MediaError as error:
+        result.reason = str(error)
+        result.frames = []
+    return result
+
+
+def _process_image(data: bytes, result: ItemResult, settings: PrepareSettings, frames_dir: Path) -> None:
+    rgb, result.steps = decode_image(data)
+    result.height, result.width = rgb.shape[:2]
+    result.frames = [_store_frame(rgb, result.content_id, 0, 0.0, settings, frames_dir)]
+
+
+def _process_video(uri: str, data: bytes, result: ItemResult, settings: PrepareSettings, frames_dir: Path) -> None:
+    local = uri if os.path.exists(uri) else None
+    with tempfile.NamedTemporaryFile(suffix=".media") if local is None else nullcontext() as temp:
+        if temp is not None:  # remote object: FFmpeg needs a local file
+            temp.write(data)
+            temp.flush()
+        info, frames = extract_uniform_frames(
+            local or temp.name, settings.frames_per_video, timeout_s=settings.ffmpeg_timeout_s
+        )
+    result.width, result.height, result.duration_s, result.fps = info.width, info.height, info.duration_s, info.fps
+    if info.rotation:
+        result.steps.append(f"rotated_{info.rotation}")
+    result.frames = [_store_frame(f.rgb, result.content_id, f.index, f.time_s, settings, frames_dir) for f in frames]
+
+
+def _store_frame(rgb: np.ndarray, cid: str, index: int, time_s: float, settings: PrepareSettings,
+                 frames_dir: Path) -> FrameRecord:
+    square = resize_to_square(rgb, settings.frame_size, settings.resize_policy)
+    path = frames_dir / cid[:2] / f"{cid}_{index:04d}.jpg"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(encode_jpeg(square))
+    return FrameRecord(str(path), index, time_s, str(imagehash.phash(Image.fromarray(square))))
+
+
+def process_items(items: Iterable[SourceItem], settings: PrepareSettings, frames_dir: Path, *,
+                  workers: int | None = None, on_done: Callable[[ItemResult], None] | None = None) -> list[ItemResult]:
+    """Process items on all cores (order preserved); ``on_done`` reports progress."""
+    items = list(items)
+    workers = workers or os.cpu_count() or 1
+    results: list[ItemResult] = []
+    if workers == 1 or len(items) < 8:
+        mapped = (process_item(item, settings, frames_dir) for item in items)
+        executor = None
+    else:
+        executor = ProcessPoolExecutor(max_workers=workers)
+        chunk = max(1, min(256, len(items) // (workers * 8)))
+        mapped = executor.map(process_item, items, [settings] * len(items), [frames_dir] * len(items), chunksize=chunk)
+    try:
+        for result in mapped:
+            results.append(result)
+            if on_done:
+                on_done(result)
+    finally:
+        if executor:
+            executor.shutdown()
+    return results

@@ -1,0 +1,98 @@
+"""Find labelled media under a source URI: class folders or a Kaggle-style CSV."""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+from dataclasses import dataclass
+from pathlib import PurePosixPath
+from typing import Literal
+
+import fsspec
+from fsspec.implementations.local import LocalFileSystem
+
+Split = Literal["train", "val", "test"]
+_SPLIT_FOLDERS: dict[str, Split] = {"train": "train", "training": "train", "val": "val", "valid": "val",
+                                    "validation": "val", "test": "test", "testing": "test"}
+LABELS_CSV = "labels.csv"
+
+
+@dataclass(frozen=True)
+class SourceItem:
+    uri: str
+    label: int
+    group: str | None = None
+    split: Split | None = None
+
+
+@dataclass(frozen=True)
+class Rejected:
+    uri: str
+    reason: str
+
+
+def discover(source_uri: str, label_map: dict[str, int]) -> tuple[list[SourceItem], list[Rejected]]:
+    """List every labelled file under ``source_uri`` and every file that cannot be labelled.
+
+    A ``labels.csv`` at the root (``file_name,label[,group][,split]``) wins; otherwise the
+    label is the nearest enclosing folder found in ``label_map`` and a ``train``/``val``/
+    ``test`` folder above it fixes the split.
+    """
+    fs, root = fsspec.core.url_to_fs(source_uri)
+    root = root.rstrip("/")
+    if not fs.isdir(root):
+        raise FileNotFoundError(f"source {source_uri} is not a folder")
+    csv_path = f"{root}/{LABELS_CSV}"
+    if fs.isfile(csv_path):
+        return _from_csv(fs, root, fs.cat_file(csv_path).decode("utf-8-sig"))
+    return _from_folders(fs, root, {k.lower(): v for k, v in label_map.items()})
+
+
+def _from_folders(fs, root: str, label_map: dict[str, int]) -> tuple[list[SourceItem], list[Rejected]]:
+    items, rejected = [], []
+    for path in sorted(fs.find(root)):
+        uri = _uri(fs, path)
+        parts = PurePosixPath(path[len(root) :].lstrip("/")).parts[:-1]
+        outside = _escapes_root(fs, root, path)
+        label = next((label_map[p.lower()] for p in reversed(parts) if p.lower() in label_map), None)
+        split = next((_SPLIT_FOLDERS[p.lower()] for p in parts if p.lower() in _SPLIT_FOLDERS), None)
+        if outside:
+            rejected.append(Rejected(uri, "symlink points outside the source folder"))
+        elif label is None:
+            rejected.append(Rejected(uri, f"no label: no enclosing folder is in the label map {sorted(label_map)}"))
+        else:
+            items.append(SourceItem(uri, label, None, split))
+    return items, rejected
+
+
+def _from_csv(fs, root: str, text: str) -> tuple[list[SourceItem], list[Rejected]]:
+    reader = csv.DictReader(io.StringIO(text))
+    missing = {"file_name", "label"} - set(reader.fieldnames or ())
+    if missing:
+        raise ValueError(f"{LABELS_CSV} lacks column(s) {sorted(missing)}; expected file_name,label[,group][,split]")
+    items, rejected = [], []
+    for line, row in enumerate(reader, start=2):
+        path = f"{root}/{row['file_name'].lstrip('/')}"
+        uri = _uri(fs, path)
+        if row["label"].strip() not in ("0", "1"):
+            rejected.append(Rejected(uri, f"{LABELS_CSV} line {line}: label {row['label']!r} is not 0 or 1"))
+        elif not fs.exists(path):
+            rejected.append(Rejected(uri, f"{LABELS_CSV} line {line}: file does not exist"))
+        elif _escapes_root(fs, root, path):
+            rejected.append(Rejected(uri, "symlink points outside the source folder"))
+        else:
+            split = _SPLIT_FOLDERS.get((row.get("split") or "").strip().lower())
+            items.append(SourceItem(uri, int(row["label"]), (row.get("group") or "").strip() or None, split))
+    return items, rejected
+
+
+def _uri(fs, path: str) -> str:
+    return path if isinstance(fs, LocalFileSystem) else fs.unstrip_protocol(path)
+
+
+def _escapes_root(fs, root: str, path: str) -> bool:
+    if not isinstance(fs, LocalFileSystem):
+        return False
+    real_root = os.path.realpath(root)
+    return os.path.commonpath([real_root, os.path.realpath(path)]) != real_root

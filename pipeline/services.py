@@ -1,0 +1,108 @@
+"""Embedded local services: the MongoDB-wire server used when no ``MONGO_URI`` is set."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from pymongo import MongoClient
+from pymongo.errors import PyMongoError
+
+SERVER_BINARY = "secantusd-py"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _server_binary() -> str:
+    beside_python = Path(sys.executable).parent / SERVER_BINARY
+    found = str(beside_python) if beside_python.exists() else shutil.which(SERVER_BINARY)
+    if not found:
+        raise RuntimeError(f"{SERVER_BINARY} not found: install the lock (`make install`) or set MONGO_URI")
+    return found
+
+
+def _uri_file(storage: Path | str) -> Path:
+    return Path(storage).with_suffix(".uri")
+
+
+def running_embedded_uri(storage: Path | str) -> str | None:
+    """URI of an embedded server already serving ``storage`` (started by ``make up``), if any."""
+    uri_file = _uri_file(storage)
+    if not uri_file.exists():
+        return None
+    uri = uri_file.read_text().strip()
+    try:
+        with MongoClient(uri, serverSelectionTimeoutMS=500) as client:
+            client.admin.command("ping")
+            return uri
+    except PyMongoError:
+        return None
+
+
+@contextmanager
+def mongo_uri(configured: str | None, storage: Path) -> Iterator[str]:
+    """Yield the configured MongoDB URI, else a running embedded server's, else start one."""
+    existing = configured or running_embedded_uri(storage)
+    if existing:
+        yield existing
+        return
+    with embedded_mongo(storage) as uri:
+        yield uri
+
+
+@contextmanager
+def embedded_mongo(storage: Path | str, *, port: int | None = None, startup_timeout_s: float = 30) -> Iterator[str]:
+    """Run a local MongoDB-wire server on 127.0.0.1 and yield its URI; stop it on exit.
+
+    ``storage`` is a folder (data survives restarts) or ``":memory:"`` for a throwaway store.
+    """
+    in_memory = str(storage) == ":memory:"
+    if not in_memory:
+        Path(storage).mkdir(parents=True, exist_ok=True)
+    port = port or free_port()
+    log = subprocess.DEVNULL if in_memory else open(Path(storage).with_suffix(".log"), "ab")
+    process = subprocess.Popen(
+        [_server_binary(), "--host", "127.0.0.1", "--port", str(port), "--storage-path", str(storage),
+         "--log-level", "WARNING"],
+        stdout=log, stderr=subprocess.STDOUT,
+    )
+    uri = f"mongodb://127.0.0.1:{port}/?directConnection=true"
+    try:
+        _wait_until_up(uri, process, startup_timeout_s)
+        if not in_memory:
+            _uri_file(storage).write_text(uri)
+        yield uri
+    finally:
+        if not in_memory:
+            _uri_file(storage).unlink(missing_ok=True)
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+        if not in_memory:
+            log.close()
+
+
+def _wait_until_up(uri: str, process: subprocess.Popen, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{SERVER_BINARY} exited with code {process.returncode} before accepting connections")
+        try:
+            with MongoClient(uri, serverSelectionTimeoutMS=300) as client:
+                client.admin.command("ping")
+                return
+        except PyMongoError:
+            time.sleep(0.2)
+    raise RuntimeError(f"{SERVER_BINARY} did not answer on {uri} within {timeout_s:.0f} s")

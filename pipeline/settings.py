@@ -1,0 +1,157 @@
+"""The one typed settings object: YAML config file, overridden by environment variables.
+
+Precedence (highest first): explicit keyword arguments, environment variables
+(``MEDIACHECK_<SECTION>__<FIELD>``; ``MONGO_URI`` and ``MLFLOW_TRACKING_URI`` also work
+as-is), the YAML file named by ``MEDIACHECK_CONFIG`` (default ``configs/default.yaml``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, YamlConfigSettingsSource
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_CONFIG = PROJECT_ROOT / "configs" / "default.yaml"
+
+ResizePolicy = Literal["squash", "letterbox", "center_crop"]
+BalancePolicy = Literal["undersample", "oversample", "class_weight"]
+AggregationRule = Literal["mean", "confident", "topk_mean"]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class StorageSettings(_Section):
+    root: Path = Field(PROJECT_ROOT / ".data", description="Where frames, manifests and models are written.")
+    incoming_uri: str = Field(
+        (PROJECT_ROOT / ".data" / "incoming").as_uri(),
+        description="Watched bucket: a file:// folder or s3://bucket/prefix.",
+    )
+
+
+class MongoSettings(_Section):
+    uri: str | None = Field(None, description="MongoDB URI; unset starts the embedded MongoDB-wire server.")
+    database: str = "mediacheck"
+    airflow_conn_id: str = "mongo_default"
+
+
+class MlflowSettings(_Section):
+    tracking_uri: str | None = Field(None, description="Unset: SQLite under the storage root.")
+    experiment: str = "mediacheck"
+    registered_model: str = "mediacheck-detector"
+    dagshub_repo: str | None = Field(None, description="owner/name; with DAGSHUB_USER_TOKEN set, log to DagsHub.")
+
+
+class PrepareSettings(_Section):
+    frames_per_video: int = Field(32, ge=1, le=1024)
+    frame_size: int = Field(256, ge=32, le=1024, description="Stored frames are square, this many pixels.")
+    resize_policy: ResizePolicy = "letterbox"
+    balance: BalancePolicy = "class_weight"
+    val_fraction: float = Field(0.15, gt=0, lt=0.5)
+    test_fraction: float = Field(0.15, gt=0, lt=0.5)
+    seed: int = 1337
+    label_map: dict[str, int] = Field(
+        default_factory=lambda: {"real": 0, "fake": 1, "ai": 1, "0": 0, "1": 1},
+        description="Folder name (case-insensitive) -> label, 0 = real, 1 = AI-generated.",
+    )
+    ffmpeg_timeout_s: float = Field(120.0, gt=0)
+
+
+class ModelSettings(_Section):
+    backbone: Literal["efficientnet_b0", "efficientnet_lite0"] = "efficientnet_b0"
+    weights: Literal["imagenet", "none"] = "imagenet"
+    image_size: int = Field(224, ge=32, le=1024, description="Backbone input size; frames are resized inside the model.")
+    batch_size: int = Field(32, ge=1)
+    head_epochs: int = Field(5, ge=1)
+    fine_tune_epochs: int = Field(10, ge=0)
+    head_learning_rate: float = Field(1e-3, gt=0)
+    fine_tune_learning_rate: float = Field(1e-4, gt=0)
+    unfreeze_blocks: int = Field(3, ge=0, description="Top backbone blocks trained in phase 2 (BatchNorm stays frozen).")
+    dropout: float = Field(0.2, ge=0, lt=1)
+    early_stopping_patience: int = Field(3, ge=1)
+    max_fpr_real: float = Field(0.05, gt=0, lt=0.5, description="Share of real media allowed in the 'fake' band.")
+
+
+class ScoreSettings(_Section):
+    aggregation: AggregationRule = "mean"
+    batch_size: int = Field(32, ge=1)
+
+
+class Settings(BaseSettings):
+    """Every setting of the pipeline. Construct with :func:`get_settings`."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="MEDIACHECK_", env_nested_delimiter="__", extra="forbid", frozen=True
+    )
+
+    storage: StorageSettings = StorageSettings()
+    mongo: MongoSettings = MongoSettings()
+    mlflow: MlflowSettings = MlflowSettings()
+    prepare: PrepareSettings = PrepareSettings()
+    model: ModelSettings = ModelSettings()
+    score: ScoreSettings = ScoreSettings()
+    mongo_uri: str | None = Field(None, validation_alias=AliasChoices("MONGO_URI", "MEDIACHECK_MONGO_URI"), exclude=True)
+    mlflow_tracking_uri: str | None = Field(
+        None, validation_alias=AliasChoices("MLFLOW_TRACKING_URI", "MEDIACHECK_MLFLOW_TRACKING_URI"), exclude=True
+    )
+
+    @model_validator(mode="after")
+    def _apply_conventional_env(self) -> Settings:
+        # MONGO_URI / MLFLOW_TRACKING_URI are the names users already know; fold them in.
+        if self.mongo_uri:
+            object.__setattr__(self, "mongo", self.mongo.model_copy(update={"uri": self.mongo_uri}))
+        if self.mlflow_tracking_uri:
+            object.__setattr__(
+                self, "mlflow", self.mlflow.model_copy(update={"tracking_uri": self.mlflow_tracking_uri})
+            )
+        return self
+
+    @classmethod
+    def settings_customise_sources(
+        cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource, dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        config = Path(os.environ.get("MEDIACHECK_CONFIG", DEFAULT_CONFIG))
+        if not config.is_file():
+            raise SettingsError(f"MEDIACHECK_CONFIG: config file {config} does not exist")
+        return init_settings, env_settings, YamlConfigSettingsSource(settings_cls, yaml_file=config)
+
+    @property
+    def mlflow_uri(self) -> str:
+        return self.mlflow.tracking_uri or f"sqlite:///{self.storage.root / 'mlflow.db'}"
+
+    def config_hash(self) -> str:
+        """Short sha256 of every setting that shapes results (stored as lineage)."""
+        relevant = self.model_dump(mode="json", include={"prepare", "model", "score"})
+        return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:16]
+
+
+class SettingsError(ValueError):
+    """Settings are invalid; the message names each offending setting."""
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Build settings, turning validation errors into one message naming each setting."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as error:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or '<root>'}: {e['msg']} (got {e.get('input')!r})"
+            for e in error.errors()
+        )
+        raise SettingsError(f"invalid settings: {problems}") from None
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings (cached; tests call ``get_settings.cache_clear()``)."""
+    return load_settings()

@@ -1,0 +1,105 @@
+"""The prepare stage: source URI -> stored frames -> manifest -> MongoDB records.
+
+Split in three steps so an orchestrator can fan out the middle one: :func:`plan`,
+:func:`process_batch` (one per video or per chunk of images) and :func:`assemble`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import asdict
+from datetime import UTC, datetime
+from pathlib import Path
+
+import fsspec
+
+from pipeline.media.sniff import SNIFF_BYTES, sniff_kind
+from pipeline.prepare.dataset import Dataset, assemble_dataset
+from pipeline.prepare.process import ItemResult, process_items
+from pipeline.prepare.sources import Rejected, SourceItem, discover
+from pipeline.settings import Settings
+from pipeline.store import ResultStore
+
+IMAGE_CHUNK = 2000
+RESULTS_GLOB = "results-*.jsonl"
+
+
+def plan(settings: Settings, source_uri: str) -> dict:
+    """Discover the source; return a work folder, the videos, and chunks of images to process."""
+    workdir = settings.storage.root / "runs" / f"prepare-{datetime.now(UTC):%Y%m%dT%H%M%S%f}"
+    workdir.mkdir(parents=True)
+    items, rejected = discover(source_uri, settings.prepare.label_map)
+    (workdir / "rejected.json").write_text(json.dumps([asdict(r) for r in rejected]))
+    videos, images = [], []
+    for item in items:
+        (videos if _peek_kind(item.uri) == "video" else images).append(asdict(item))
+    chunks = [images[i : i + IMAGE_CHUNK] for i in range(0, len(images), IMAGE_CHUNK)]
+    return {"workdir": str(workdir), "source_uri": source_uri, "videos": videos, "image_chunks": chunks}
+
+
+def _peek_kind(uri: str) -> str:
+    try:
+        with fsspec.open(uri, "rb") as handle:
+            return sniff_kind(handle.read(SNIFF_BYTES))
+    except OSError:
+        return "unknown"  # process_item will quarantine it with the precise reason
+
+
+def frames_dir(settings: Settings) -> Path:
+    """Frames are content-addressed, per resize policy and size."""
+    return settings.storage.root / "frames" / f"{settings.prepare.resize_policy}-{settings.prepare.frame_size}"
+
+
+def process_batch(settings: Settings, workdir: str, batch_name: str, items: list[dict], *,
+                  on_done: Callable[[ItemResult], None] | None = None) -> str:
+    """Process one batch of items on all cores and write its results file."""
+    results = process_items([SourceItem(**item) for item in items], settings.prepare, frames_dir(settings),
+                            on_done=on_done)
+    path = Path(workdir) / f"results-{batch_name}.jsonl"
+    path.write_text("".join(json.dumps(r.to_dict()) + "\n" for r in results))
+    return str(path)
+
+
+def assemble(settings: Settings, store: ResultStore, workdir: str, source_uri: str) -> dict:
+    """Build the dataset from every batch's results, write the manifest and record it in MongoDB."""
+    folder = Path(workdir)
+    results = [ItemResult.from_dict(json.loads(line)) for path in sorted(folder.glob(RESULTS_GLOB))
+               for line in path.read_text().splitlines()]
+    rejected = [Rejected(**r) for r in json.loads((folder / "rejected.json").read_text())]
+    dataset = assemble_dataset(results, rejected, settings.prepare, settings.storage.root / "datasets")
+    store.ensure_indexes()
+    store.record_dataset(_dataset_document(dataset, settings, source_uri),
+                         [_media_document(m) for m in dataset.media],
+                         [asdict(q) for q in dataset.quarantined])
+    return summary(dataset)
+
+
+def run(settings: Settings, store: ResultStore, source_uri: str, *,
+        on_done: Callable[[ItemResult], None] | None = None) -> dict:
+    """The whole stage in one process (the CLI's path)."""
+    work = plan(settings, source_uri)
+    items = [v for v in work["videos"]] + [i for chunk in work["image_chunks"] for i in chunk]
+    process_batch(settings, work["workdir"], "all", items, on_done=on_done)
+    return assemble(settings, store, work["workdir"], source_uri)
+
+
+def summary(dataset: Dataset) -> dict:
+    return {"dataset_id": dataset.dataset_id, "manifest": str(dataset.manifest_path), **dataset.totals,
+            "splits": dataset.counts, "class_weight": {str(k): v for k, v in dataset.class_weight.items()},
+            "quarantine_reasons": sorted({q.reason for q in dataset.quarantined})}
+
+
+def _dataset_document(dataset: Dataset, settings: Settings, source_uri: str) -> dict:
+    return {"_id": dataset.dataset_id, "source_uri": source_uri, "manifest_path": str(dataset.manifest_path),
+            "manifest_hash": dataset.manifest_hash, "config": dataset.config, "config_hash": settings.config_hash(),
+            "counts": dataset.counts, "totals": dataset.totals,
+            "class_weight": {str(k): v for k, v in dataset.class_weight.items()},
+            "resize_policy": settings.prepare.resize_policy, "frame_size": settings.prepare.frame_size,
+            "frames_per_video": settings.prepare.frames_per_video}
+
+
+def _media_document(item: ItemResult) -> dict:
+    return {"content_id": item.content_id, "uri": item.uri, "kind": item.kind, "label": item.label,
+            "group": item.group, "duration_s": item.duration_s, "fps": item.fps, "width": item.width,
+            "height": item.height, "frames_extracted": len(item.frames), "steps": item.steps, "status": "kept"}

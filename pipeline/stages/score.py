@@ -1,0 +1,125 @@
+"""The score stage: watched bucket -> frames -> calibrated scores -> per-media verdicts in MongoDB.
+
+Identity is the content sha256: a file already scored (re-dropped, renamed, copied) gets
+no second verdict; its new location is linked to the existing one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import fsspec
+import numpy as np
+
+from pipeline import tracking
+from pipeline.aggregate import aggregate
+from pipeline.media.images import MediaError, decode_image, resize_to_square
+from pipeline.media.sniff import sniff_kind
+from pipeline.media.video import extract_uniform_frames
+from pipeline.model.bundle import ModelBundle, load_bundle
+from pipeline.settings import Settings
+from pipeline.store import ResultStore
+
+
+class NoModelError(LookupError):
+    """Scoring was asked for but no champion model is registered."""
+
+
+@dataclass
+class LoadedModel:
+    bundle: ModelBundle
+    ref: tracking.ModelRef
+
+
+def list_incoming(settings: Settings) -> list[str]:
+    """Every object in the watched bucket (hidden files skipped), as URIs."""
+    fs, root = fsspec.core.url_to_fs(settings.storage.incoming_uri)
+    if not fs.exists(root):
+        fs.makedirs(root, exist_ok=True)
+        return []
+    return [fs.unstrip_protocol(p) for p in sorted(fs.find(root))
+            if not os.path.basename(p).startswith(".")]
+
+
+def load_champion(settings: Settings) -> LoadedModel:
+    ref = tracking.champion(settings)
+    if ref is None:
+        raise NoModelError(f"no '{tracking.CHAMPION}' version of {settings.mlflow.registered_model}: train a model first")
+    return LoadedModel(load_bundle(tracking.download_bundle(ref)), ref)
+
+
+def score_uri(uri: str, loaded: LoadedModel, settings: Settings, store: ResultStore) -> dict:
+    """Score one object and store its verdict; returns a short summary."""
+    started = time.perf_counter()
+    with fsspec.open(uri, "rb") as handle:
+        data = handle.read()
+    content_id = hashlib.sha256(data).hexdigest()
+    if store.find_verdict(content_id) is not None:
+        store.link_source(content_id, uri)
+        return {"uri": uri, "content_id": content_id, "status": "already_scored"}
+    timings = {"read": time.perf_counter() - started}
+    document = {"_id": content_id, "content_id": content_id, "source_uri": uri, "kind": sniff_kind(data[:32]),
+                "size_bytes": len(data), "config_hash": settings.config_hash(),
+                "model": {"name": loaded.ref.name, "version": loaded.ref.version, "run_id": loaded.ref.run_id,
+                          "dataset_id": loaded.bundle.metadata.get("dataset_id")}}
+    try:
+        document |= _score_content(uri, data, document["kind"], loaded.bundle, settings, timings)
+        document["status"] = "scored"
+    except MediaError as error:
+        document |= {"status": "failed", "verdict": None, "reason": str(error)}
+    document["timings_s"] = {**timings, "total": time.perf_counter() - started}
+    document["scored_at"] = datetime.now(UTC)
+    store.record_verdict(document)
+    return {"uri": uri, "content_id": content_id, "status": document["status"],
+            "verdict": document.get("verdict"), "probability": document.get("probability"),
+            "reason": document.get("reason")}
+
+
+def _score_content(uri: str, data: bytes, kind: str, bundle: ModelBundle, settings: Settings,
+                   timings: dict[str, float]) -> dict:
+    meta = bundle.metadata
+    size, policy = bundle.frame_size, meta["resize_policy"]
+    started = time.perf_counter()
+    duration = 0.0
+    if kind == "image":
+        rgb, _ = decode_image(data)
+        frames, times = [resize_to_square(rgb, size, policy)], [0.0]
+    elif kind == "video":
+        local = uri.removeprefix("file://") if os.path.exists(uri.removeprefix("file://")) else None
+        with tempfile.NamedTemporaryFile(suffix=".media") if local is None else nullcontext() as temp:
+            if temp is not None:
+                temp.write(data)
+                temp.flush()
+            info, extracted = extract_uniform_frames(local or temp.name, meta["frames_per_video"],
+                                                     timeout_s=settings.prepare.ffmpeg_timeout_s)
+        duration = info.duration_s
+        frames = [resize_to_square(f.rgb, size, policy) for f in extracted]
+        times = [f.time_s for f in extracted]
+    else:
+        raise MediaError("not an image or video (unrecognised content)")
+    timings["extract"] = time.perf_counter() - started
+    started = time.perf_counter()
+    probs = bundle.probabilities(np.stack(frames), batch_size=settings.score.batch_size)
+    timings["infer"] = time.perf_counter() - started
+    probability = aggregate(probs, settings.score.aggregation)
+    calibration = bundle.calibration
+    return {"verdict": calibration.verdict(probability), "probability": probability,
+            "aggregation": settings.score.aggregation, "duration_s": duration,
+            "bands": {"real_below": calibration.real_below, "fake_from": calibration.fake_from},
+            "frames": [{"index": i, "time_s": t, "probability": float(p)} for i, (t, p) in enumerate(zip(times, probs))]}
+
+
+def run(settings: Settings, store: ResultStore) -> list[dict]:
+    """Score everything in the watched bucket once (the CLI's path)."""
+    uris = list_incoming(settings)
+    if not uris:
+        return []
+    store.ensure_indexes()
+    loaded = load_champion(settings)
+    return [score_uri(uri, loaded, settings, store) for uri in uris]

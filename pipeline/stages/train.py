@@ -1,0 +1,116 @@
+"""The train stage: manifest -> two-phase training -> calibration -> evaluation -> registry."""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from pipeline import tracking
+from pipeline.model.bundle import ModelBundle, load_bundle, save_bundle
+from pipeline.model.calibration import fit_calibration
+from pipeline.model.data import frame_dataset
+from pipeline.model.evaluate import binary_metrics, save_plots
+from pipeline.model.train import HEAD, train_two_phase
+from pipeline.settings import Settings
+from pipeline.store import ResultStore
+
+PROMOTION_METRIC = "roc_auc"
+
+
+class NoDatasetError(LookupError):
+    """Training was asked for but no prepared dataset exists."""
+
+
+def resolve_dataset(store: ResultStore, dataset_id: str | None) -> dict:
+    dataset = store.dataset(dataset_id) if dataset_id else store.latest_dataset()
+    if dataset is None:
+        raise NoDatasetError(f"dataset {dataset_id!r} not found" if dataset_id else
+                             "no prepared dataset: run the prepare stage first")
+    return dataset
+
+
+def split_logits(bundle_or_model, manifest: pd.DataFrame, split: str, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Logits and labels for one split, through the same input pipeline as training."""
+    rows = manifest[manifest["split"] == split]
+    model = bundle_or_model.model if isinstance(bundle_or_model, ModelBundle) else bundle_or_model
+    dataset = frame_dataset(rows, batch_size=batch_size, training=False, seed=0)
+    logits = np.concatenate([np.asarray(model.predict_on_batch(x)).reshape(-1) for x, _ in dataset]) if len(rows) \
+        else np.zeros(0)
+    return logits, rows["label"].to_numpy()
+
+
+def run(settings: Settings, store: ResultStore, *, dataset_id: str | None = None) -> dict:
+    """Train, calibrate on validation, evaluate on test, register, and maybe promote."""
+    dataset = resolve_dataset(store, dataset_id)
+    manifest = pd.read_parquet(dataset["manifest_path"])
+    model_settings = settings.model
+    started = time.perf_counter()
+    workdir = Path(tempfile.mkdtemp(prefix="train-", dir=_ensure(settings.storage.root / "runs")))
+    with tracking.training_run(settings, dataset=dataset, run_name=f"{model_settings.backbone}-{dataset['_id']}") as run_id:
+        epochs_before = {HEAD: 0, "fine_tune": model_settings.head_epochs}
+        outcome = train_two_phase(
+            manifest, model_settings, workdir=workdir, seed=settings.prepare.seed,
+            on_epoch=lambda phase, epoch, logs: tracking.log_metrics(
+                logs, step=epochs_before[phase] + epoch, prefix=f"{phase}_"),
+        )
+        val_logits, val_labels = split_logits(outcome.model, manifest, "val", model_settings.batch_size)
+        calibration = fit_calibration(val_logits, val_labels, max_fpr_real=model_settings.max_fpr_real)
+        test_logits, test_labels = split_logits(outcome.model, manifest, "test", model_settings.batch_size)
+        test_probs = calibration.probability(test_logits)
+        metrics = binary_metrics(test_labels, test_probs, calibration.threshold)
+        tracking.log_metrics(metrics, prefix="test_")
+        tracking.log_metrics(calibration.to_dict(), prefix="calibration_")
+        test_rows = manifest[manifest["split"] == "test"]
+        save_plots(test_labels, test_probs, calibration.threshold, test_rows["frame_path"].tolist(), workdir / "plots")
+        tracking.log_artifacts(workdir / "plots", "plots")
+        bundle_dir = save_bundle(workdir / "bundle", outcome.model, calibration, _bundle_metadata(settings, dataset))
+        ref = tracking.register_bundle(settings, outcome.model, bundle_dir)
+        promoted, rule = _promote_if_better(settings, ref, metrics, manifest)
+        tracking.log_dict({"rule": rule, "promoted": promoted}, "promotion.json")
+        document = {
+            "_id": run_id, "model": {"name": ref.name, "version": ref.version}, "dataset_id": dataset["_id"],
+            "manifest_hash": dataset["manifest_hash"], "config_hash": settings.config_hash(),
+            "backbone": model_settings.backbone, "image_size": model_settings.image_size, "metrics": metrics,
+            "calibration": calibration.to_dict(), "unfrozen_blocks": outcome.unfrozen_blocks,
+            "seconds": {**outcome.seconds, "total": time.perf_counter() - started},
+            "promoted": promoted, "promotion_rule": rule, "tracking_uri": tracking.configure(settings),
+        }
+        store.record_training_run(document)
+    return document
+
+
+def _promote_if_better(settings: Settings, ref: tracking.ModelRef, metrics: dict,
+                       manifest: pd.DataFrame) -> tuple[bool, str]:
+    """Move ``champion`` to the new version only if it beats the champion on this same test set."""
+    current = tracking.champion(settings)
+    new_score = metrics.get(PROMOTION_METRIC, float("nan"))
+    if current is None:
+        tracking.promote(ref, reason="first registered model")
+        return True, "no champion yet: the first model becomes champion"
+    champion = load_bundle(tracking.download_bundle(current))
+    logits, labels = split_logits(champion, manifest, "test", settings.model.batch_size)
+    old_score = binary_metrics(labels, champion.calibration.probability(logits),
+                               champion.calibration.threshold).get(PROMOTION_METRIC, float("nan"))
+    rule = (f"test {PROMOTION_METRIC} of v{ref.version} = {new_score:.4f} vs champion v{current.version} = "
+            f"{old_score:.4f} on the same test split; promote only if strictly higher")
+    if new_score > old_score or np.isnan(old_score):
+        tracking.promote(ref, reason=rule)
+        return True, rule
+    return False, rule
+
+
+def _bundle_metadata(settings: Settings, dataset: dict) -> dict:
+    return {"backbone": settings.model.backbone, "image_size": settings.model.image_size,
+            "frame_size": dataset["frame_size"], "resize_policy": dataset["resize_policy"],
+            "frames_per_video": dataset["frames_per_video"], "dataset_id": dataset["_id"],
+            "config_hash": settings.config_hash()}
+
+
+def _ensure(path: Path) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+

@@ -1,0 +1,118 @@
+"""The one module that talks to MongoDB: collections, indexes and idempotent upserts.
+
+Every document is keyed by a content sha256 (media, verdicts) or by a content-derived id
+(datasets, runs), so re-running any stage on the same input adds nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import UTC, datetime
+from typing import Any
+
+from pymongo import ASCENDING, DESCENDING, MongoClient, UpdateOne
+from pymongo.database import Database
+
+MEDIA, DATASETS, QUARANTINE, TRAINING_RUNS, VERDICTS = "media", "datasets", "quarantine", "training_runs", "verdicts"
+
+
+class ResultStore:
+    """Typed access to the pipeline's MongoDB database."""
+
+    def __init__(self, client: MongoClient, *, database: str) -> None:
+        self.client = client
+        self.db: Database = client[database]
+
+    @classmethod
+    def from_uri(cls, uri: str, *, database: str) -> ResultStore:
+        return cls(MongoClient(uri, serverSelectionTimeoutMS=10_000, tz_aware=True), database=database)
+
+    def ensure_indexes(self) -> None:
+        """Create the indexes the common queries need (idempotent)."""
+        self.db[MEDIA].create_index([("dataset_ids", ASCENDING)])
+        self.db[DATASETS].create_index([("created_at", DESCENDING)])
+        self.db[QUARANTINE].create_index([("dataset_id", ASCENDING)])
+        self.db[TRAINING_RUNS].create_index([("created_at", DESCENDING)])
+        verdicts = self.db[VERDICTS]
+        verdicts.create_index([("created_at", DESCENDING)])
+        verdicts.create_index([("verdict", ASCENDING), ("created_at", DESCENDING)])
+        verdicts.create_index([("model.version", ASCENDING), ("created_at", DESCENDING)])
+        verdicts.create_index([("sources", ASCENDING)])
+
+    # -- prepare -----------------------------------------------------------------------
+    def record_dataset(self, document: dict[str, Any], media: list[dict[str, Any]],
+                       quarantined: list[dict[str, Any]]) -> None:
+        """Store a dataset version with its source media and quarantined inputs."""
+        dataset_id = document["_id"]
+        now = _now()
+        if media:
+            self.db[MEDIA].bulk_write([
+                UpdateOne({"_id": m["content_id"]},
+                          {"$set": {k: v for k, v in m.items() if k != "content_id"},
+                           "$addToSet": {"dataset_ids": dataset_id}, "$setOnInsert": {"created_at": now}},
+                          upsert=True)
+                for m in media
+            ], ordered=False)
+        if quarantined:
+            self.db[QUARANTINE].bulk_write([
+                UpdateOne({"_id": _key(dataset_id, q["uri"])},
+                          {"$set": {**q, "dataset_id": dataset_id}, "$setOnInsert": {"created_at": now}}, upsert=True)
+                for q in quarantined
+            ], ordered=False)
+        self.db[DATASETS].update_one({"_id": dataset_id}, {"$set": document, "$setOnInsert": {"created_at": now}},
+                                     upsert=True)
+
+    def latest_dataset(self) -> dict[str, Any] | None:
+        return self.db[DATASETS].find_one(sort=[("created_at", DESCENDING)])
+
+    def dataset(self, dataset_id: str) -> dict[str, Any] | None:
+        return self.db[DATASETS].find_one({"_id": dataset_id})
+
+    # -- train -------------------------------------------------------------------------
+    def record_training_run(self, document: dict[str, Any]) -> None:
+        self.db[TRAINING_RUNS].update_one({"_id": document["_id"]},
+                                          {"$set": document, "$setOnInsert": {"created_at": _now()}}, upsert=True)
+
+    # -- score -------------------------------------------------------------------------
+    def find_verdict(self, content_id: str) -> dict[str, Any] | None:
+        return self.db[VERDICTS].find_one({"_id": content_id})
+
+    def find_verdict_by_prefix(self, prefix: str) -> dict[str, Any] | None:
+        """A verdict by full sha256 or by an unambiguous prefix of it."""
+        matches = list(self.db[VERDICTS].find({"_id": {"$gte": prefix, "$lt": prefix + "\uffff"}}).limit(2))
+        return matches[0] if len(matches) == 1 else None
+
+    def link_source(self, content_id: str, uri: str) -> None:
+        """Attach another location (a re-drop or rename) to an existing verdict."""
+        self.db[VERDICTS].update_one({"_id": content_id}, {"$addToSet": {"sources": uri}})
+
+    def record_verdict(self, document: dict[str, Any]) -> None:
+        """Upsert a verdict keyed by content sha256; its source URI joins ``sources``."""
+        body = {k: v for k, v in document.items() if k not in ("_id", "source_uri")}
+        self.db[VERDICTS].update_one(
+            {"_id": document["_id"]},
+            {"$set": {**body, "source_uri": document["source_uri"]}, "$addToSet": {"sources": document["source_uri"]},
+             "$setOnInsert": {"created_at": _now()}},
+            upsert=True,
+        )
+
+    def list_verdicts(self, *, limit: int = 20, verdict: str | None = None,
+                      model_version: str | None = None) -> list[dict[str, Any]]:
+        """Most recent verdicts first, without per-frame detail."""
+        query: dict[str, Any] = {}
+        if verdict:
+            query["verdict"] = verdict
+        if model_version:
+            query["model.version"] = model_version
+        return list(self.db[VERDICTS].find(query, {"frames": 0}).sort("created_at", DESCENDING).limit(limit))
+
+    def count(self, collection: str) -> int:
+        return self.db[collection].count_documents({})
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _key(*parts: str) -> str:
+    return hashlib.sha256("\0".join(parts).encode()).hexdigest()

@@ -1,0 +1,131 @@
+"""The one module that talks to MLflow: runs, metrics, artifacts, registry and aliases.
+
+Without configuration it uses SQLite and an artifact folder under the storage root.
+DagsHub is strictly opt-in: only with ``mlflow.dagshub_repo`` set and a
+``DAGSHUB_USER_TOKEN`` in the environment does anything DagsHub-related run.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import mlflow
+from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
+
+from pipeline.settings import Settings
+
+CHAMPION = "champion"
+BUNDLE_PATH = "bundle"
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    name: str
+    version: str
+    run_id: str
+
+
+def dagshub_enabled(settings: Settings) -> bool:
+    return bool(settings.mlflow.dagshub_repo and os.environ.get("DAGSHUB_USER_TOKEN"))
+
+
+def configure(settings: Settings) -> str:
+    """Point MLflow at the configured store (DagsHub when opted in); return the tracking URI."""
+    if dagshub_enabled(settings):
+        import dagshub
+
+        owner, name = settings.mlflow.dagshub_repo.split("/", 1)
+        dagshub.init(repo_owner=owner, repo_name=name, mlflow=True)
+    else:
+        settings.storage.root.mkdir(parents=True, exist_ok=True)
+        mlflow.set_tracking_uri(settings.mlflow_uri)
+    experiment = settings.mlflow.experiment
+    if mlflow.get_experiment_by_name(experiment) is None and mlflow.get_tracking_uri().startswith("sqlite"):
+        # keep artifacts beside the database, not in the current directory
+        mlflow.create_experiment(experiment, artifact_location=(settings.storage.root / "mlartifacts").as_uri())
+    mlflow.set_experiment(experiment)
+    return mlflow.get_tracking_uri()
+
+
+@contextmanager
+def training_run(settings: Settings, *, dataset: dict[str, Any], run_name: str) -> Iterator[str]:
+    """Start a run with every setting as a param and the dataset lineage as tags; yield its id."""
+    configure(settings)
+    with mlflow.start_run(run_name=run_name) as run:
+        mlflow.log_params(_flatten(settings.model_dump(mode="json", include={"prepare", "model", "score"})))
+        mlflow.set_tags({"dataset_id": dataset["_id"], "manifest_hash": dataset["manifest_hash"],
+                         "split_seed": str(settings.prepare.seed), "config_hash": settings.config_hash()})
+        yield run.info.run_id
+
+
+def log_metrics(metrics: dict[str, float], *, step: int | None = None, prefix: str = "") -> None:
+    mlflow.log_metrics({f"{prefix}{k}": float(v) for k, v in metrics.items()}, step=step)
+
+
+def log_artifacts(folder: Path, artifact_path: str | None = None) -> None:
+    mlflow.log_artifacts(str(folder), artifact_path)
+
+
+def log_dict(data: dict, file_name: str) -> None:
+    mlflow.log_dict(data, file_name)
+
+
+def register_bundle(settings: Settings, model: Any, bundle_dir: Path) -> ModelRef:
+    """Log the Keras model and the calibrated bundle, and register a new model version."""
+    mlflow.log_artifacts(str(bundle_dir), BUNDLE_PATH)
+    info = mlflow.keras.log_model(model, name="model", registered_model_name=settings.mlflow.registered_model,
+                                  pip_requirements=[f"keras=={_version('keras')}",
+                                                    f"tensorflow-cpu=={_version('tensorflow')}"])
+    return ModelRef(settings.mlflow.registered_model, str(info.registered_model_version),
+                    mlflow.active_run().info.run_id)
+
+
+def champion(settings: Settings) -> ModelRef | None:
+    """The registered version that currently holds the ``champion`` alias, if any."""
+    configure(settings)
+    try:
+        version = MlflowClient().get_model_version_by_alias(settings.mlflow.registered_model, CHAMPION)
+    except MlflowException:
+        return None
+    return ModelRef(version.name, str(version.version), version.run_id)
+
+
+def promote(ref: ModelRef, *, reason: str) -> None:
+    """Move the ``champion`` alias to ``ref`` and record why."""
+    client = MlflowClient()
+    client.set_registered_model_alias(ref.name, CHAMPION, ref.version)
+    client.set_model_version_tag(ref.name, ref.version, "promotion_reason", reason)
+
+
+def download_bundle(ref: ModelRef, destination: Path | None = None) -> Path:
+    """Fetch a version's calibrated bundle folder to local disk."""
+    destination = destination or Path(tempfile.mkdtemp(prefix=f"bundle-v{ref.version}-"))
+    return Path(mlflow.artifacts.download_artifacts(run_id=ref.run_id, artifact_path=BUNDLE_PATH,
+                                                     dst_path=str(destination)))
+
+
+def run_metric(run_id: str, key: str) -> float | None:
+    return MlflowClient().get_run(run_id).data.metrics.get(key)
+
+
+def _flatten(data: dict, prefix: str = "") -> dict[str, str]:
+    flat: dict[str, str] = {}
+    for key, value in data.items():
+        if isinstance(value, dict) and key != "label_map":
+            flat |= _flatten(value, f"{prefix}{key}.")
+        else:
+            flat[f"{prefix}{key}"] = str(value)
+    return flat
+
+
+def _version(package: str) -> str:
+    from importlib.metadata import version
+
+    return version(package if package != "tensorflow" else "tensorflow-cpu")
