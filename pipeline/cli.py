@@ -51,11 +51,9 @@ def prepare(source: Annotated[str, typer.Argument(help="Folder or s3:// URI of l
 
     settings = get_settings()
     with _store() as store, _progress() as progress:
-        work = stage.plan(settings, source)
-        items = work["videos"] + [i for chunk in work["image_chunks"] for i in chunk]
-        task = progress.add_task("processing media", total=len(items))
-        stage.process_batch(settings, work["workdir"], "all", items, on_done=lambda _: progress.advance(task))
-        summary = stage.assemble(settings, store, work["workdir"], source)
+        task = progress.add_task("processing media", total=None)
+        summary = stage.run(settings, store, source,
+                            on_progress=lambda done, total: progress.update(task, completed=done, total=total))
     _print_json(summary)
 
 

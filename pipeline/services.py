@@ -31,6 +31,32 @@ def _server_binary() -> str:
     return found
 
 
+def airflow_connection_uri(mongo_uri: str, database: str) -> str:
+    """The ``AIRFLOW_CONN_*`` form of a MongoDB URI: MongoHook wants ``mongo://``, with the database as path."""
+    scheme, _, rest = mongo_uri.partition("://")
+    if scheme not in ("mongodb", "mongodb+srv"):
+        raise ValueError(f"not a MongoDB URI: {mongo_uri!r}")
+    authority, _, query = rest.partition("?")
+    authority = authority.split("/", 1)[0]
+    extras = [query] if query else []
+    if scheme == "mongodb+srv":
+        extras.append("srv=true")
+    return f"mongo://{authority}/{database}" + (f"?{'&'.join(extras)}" if extras else "")
+
+
+def airflow_environment(*, project_root: Path, airflow_home: Path, mongo_uri: str, database: str,
+                        conn_id: str = "mongo_default") -> dict[str, str]:
+    """Environment for running the project's DAGs on embedded defaults (SQLite, local folders)."""
+    return {
+        "AIRFLOW_HOME": str(airflow_home),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(project_root / "dags"),
+        "AIRFLOW__CORE__PLUGINS_FOLDER": str(project_root / "plugins"),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
+        f"AIRFLOW_CONN_{conn_id.upper()}": airflow_connection_uri(mongo_uri, database),
+    }
+
+
 def _uri_file(storage: Path | str) -> Path:
     return Path(storage).with_suffix(".uri")
 

@@ -151,6 +151,22 @@ def load_settings(**overrides: object) -> Settings:
         raise SettingsError(f"invalid settings: {problems}") from None
 
 
+def with_overrides(settings: Settings, section: str, values: dict[str, object]) -> Settings:
+    """A copy of ``settings`` with some fields of one section replaced (validated).
+
+    Empty values (``None`` or ``""``) mean "keep the configured value", which is how an
+    Airflow trigger form leaves a field alone.
+    """
+    current = getattr(settings, section)
+    changes = {k: v for k, v in values.items() if v not in (None, "")}
+    try:
+        updated = type(current).model_validate({**current.model_dump(), **changes})
+    except ValidationError as error:
+        problems = "; ".join(f"{section}.{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors())
+        raise SettingsError(f"invalid settings: {problems}") from None
+    return settings.model_copy(update={section: updated})
+
+
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
     """The process-wide settings (cached; tests call ``get_settings.cache_clear()``)."""

@@ -26,6 +26,9 @@ from pipeline.prepare.sources import SourceItem
 from pipeline.settings import PrepareSettings
 
 
+Progress = Callable[[int, int], None]
+
+
 @dataclass
 class FrameRecord:
     path: str
@@ -122,8 +125,8 @@ def _store_frame(rgb: np.ndarray, cid: str, index: int, time_s: float, settings:
 
 
 def process_items(items: Iterable[SourceItem], settings: PrepareSettings, frames_dir: Path, *,
-                  workers: int | None = None, on_done: Callable[[ItemResult], None] | None = None) -> list[ItemResult]:
-    """Process items on all cores (order preserved); ``on_done`` reports progress."""
+                  workers: int | None = None, on_progress: Progress | None = None) -> list[ItemResult]:
+    """Process items on all cores (order preserved), reporting ``on_progress(done, total)``."""
     items = list(items)
     workers = workers or os.cpu_count() or 1
     results: list[ItemResult] = []
@@ -137,8 +140,8 @@ def process_items(items: Iterable[SourceItem], settings: PrepareSettings, frames
     try:
         for result in mapped:
             results.append(result)
-            if on_done:
-                on_done(result)
+            if on_progress:
+                on_progress(len(results), len(items))
     finally:
         if executor:
             executor.shutdown()

@@ -6,8 +6,8 @@ Split in three steps so an orchestrator can fan out the middle one: :func:`plan`
 
 from __future__ import annotations
 
+import hashlib
 import json
-from collections.abc import Callable
 from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
@@ -16,7 +16,7 @@ import fsspec
 
 from pipeline.media.sniff import SNIFF_BYTES, sniff_kind
 from pipeline.prepare.dataset import Dataset, assemble_dataset
-from pipeline.prepare.process import ItemResult, process_items
+from pipeline.prepare.process import ItemResult, Progress, process_items
 from pipeline.prepare.sources import Rejected, SourceItem, discover
 from pipeline.settings import Settings
 from pipeline.store import ResultStore
@@ -26,7 +26,7 @@ RESULTS_GLOB = "results-*.jsonl"
 
 
 def plan(settings: Settings, source_uri: str) -> dict:
-    """Discover the source; return a work folder, the videos, and chunks of images to process."""
+    """Discover the source; return a work folder, the videos, and files listing chunks of images."""
     workdir = settings.storage.root / "runs" / f"prepare-{datetime.now(UTC):%Y%m%dT%H%M%S%f}"
     workdir.mkdir(parents=True)
     items, rejected = discover(source_uri, settings.prepare.label_map)
@@ -34,8 +34,16 @@ def plan(settings: Settings, source_uri: str) -> dict:
     videos, images = [], []
     for item in items:
         (videos if _peek_kind(item.uri) == "video" else images).append(asdict(item))
-    chunks = [images[i : i + IMAGE_CHUNK] for i in range(0, len(images), IMAGE_CHUNK)]
+    chunks = []
+    for number, start in enumerate(range(0, len(images), IMAGE_CHUNK)):
+        chunks.append(str(workdir / f"images-{number:05d}.json"))
+        Path(chunks[-1]).write_text(json.dumps(images[start : start + IMAGE_CHUNK]))
     return {"workdir": str(workdir), "source_uri": source_uri, "videos": videos, "image_chunks": chunks}
+
+
+def load_chunk(path: str) -> list[dict]:
+    """The image items of one chunk written by :func:`plan`."""
+    return json.loads(Path(path).read_text())
 
 
 def _peek_kind(uri: str) -> str:
@@ -51,12 +59,12 @@ def frames_dir(settings: Settings) -> Path:
     return settings.storage.root / "frames" / f"{settings.prepare.resize_policy}-{settings.prepare.frame_size}"
 
 
-def process_batch(settings: Settings, workdir: str, batch_name: str, items: list[dict], *,
-                  on_done: Callable[[ItemResult], None] | None = None) -> str:
-    """Process one batch of items on all cores and write its results file."""
+def process_batch(settings: Settings, workdir: str, items: list[dict], *, on_progress: Progress | None = None) -> str:
+    """Process one batch of items on all cores and write its results file (named by its items)."""
     results = process_items([SourceItem(**item) for item in items], settings.prepare, frames_dir(settings),
-                            on_done=on_done)
-    path = Path(workdir) / f"results-{batch_name}.jsonl"
+                            on_progress=on_progress)
+    batch = hashlib.sha256("\0".join(item["uri"] for item in items).encode()).hexdigest()[:16]
+    path = Path(workdir) / f"results-{batch}.jsonl"
     path.write_text("".join(json.dumps(r.to_dict()) + "\n" for r in results))
     return str(path)
 
@@ -75,12 +83,11 @@ def assemble(settings: Settings, store: ResultStore, workdir: str, source_uri: s
     return summary(dataset)
 
 
-def run(settings: Settings, store: ResultStore, source_uri: str, *,
-        on_done: Callable[[ItemResult], None] | None = None) -> dict:
+def run(settings: Settings, store: ResultStore, source_uri: str, *, on_progress: Progress | None = None) -> dict:
     """The whole stage in one process (the CLI's path)."""
     work = plan(settings, source_uri)
-    items = [v for v in work["videos"]] + [i for chunk in work["image_chunks"] for i in chunk]
-    process_batch(settings, work["workdir"], "all", items, on_done=on_done)
+    items = work["videos"] + [i for chunk in work["image_chunks"] for i in load_chunk(chunk)]
+    process_batch(settings, work["workdir"], items, on_progress=on_progress)
     return assemble(settings, store, work["workdir"], source_uri)
 
 

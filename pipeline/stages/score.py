@@ -47,6 +47,20 @@ def list_incoming(settings: Settings) -> list[str]:
             if not os.path.basename(p).startswith(".")]
 
 
+def unscored(settings: Settings, store: ResultStore) -> list[str]:
+    """Objects in the watched bucket with no verdict yet; known content gets its new location linked."""
+    store.ensure_indexes()
+    new = []
+    for uri in list_incoming(settings):
+        with fsspec.open(uri, "rb") as handle:
+            content_id = hashlib.sha256(handle.read()).hexdigest()
+        if store.find_verdict(content_id) is None:
+            new.append(uri)
+        else:
+            store.link_source(content_id, uri)
+    return new
+
+
 def load_champion(settings: Settings) -> LoadedModel:
     ref = tracking.champion(settings)
     if ref is None:
@@ -110,7 +124,7 @@ def _score_content(uri: str, data: bytes, kind: str, bundle: ModelBundle, settin
     probability = aggregate(probs, settings.score.aggregation)
     calibration = bundle.calibration
     return {"verdict": calibration.verdict(probability), "probability": probability,
-            "aggregation": settings.score.aggregation, "duration_s": duration,
+            "aggregation": settings.score.aggregation, "duration_s": duration, "frame_count": len(frames),
             "bands": {"real_below": calibration.real_below, "fake_from": calibration.fake_from},
             "frames": [{"index": i, "time_s": t, "probability": float(p)} for i, (t, p) in enumerate(zip(times, probs))]}
 

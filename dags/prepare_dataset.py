@@ -1,0 +1,81 @@
+"""
+### Prepare a dataset
+Ingests labelled images and videos from **source_uri** (class folders such as
+`REAL/` and `FAKE/`, or a `labels.csv` with `file_name,label[,group]`), extracts frames with
+FFmpeg (one mapped task per video), resizes every frame to a square, removes duplicates,
+quarantines bad files with a reason, splits train/val/test by group and balances classes.
+Writes a Parquet manifest and MongoDB records, then emits the **mediacheck_dataset** asset,
+which starts `train_detector`.
+"""
+
+from __future__ import annotations
+
+import pendulum
+from airflow.sdk import Asset, Param, dag, task
+
+from pipeline.settings import PROJECT_ROOT
+
+DATASET = Asset("mediacheck_dataset")
+
+
+@dag(schedule=None, start_date=pendulum.datetime(2026, 1, 1, tz="UTC"), catchup=False, doc_md=__doc__,
+     tags=["mediacheck", "prepare"], params={
+         "source_uri": Param(str(PROJECT_ROOT / ".data" / "demo" / "source"), type="string", minLength=1,
+                             description="Folder or s3:// URI holding the labelled media."),
+         "frames_per_video": Param(None, type=["null", "integer"], minimum=1, description="Uniform frames per video."),
+         "resize_policy": Param(None, type=["null", "string"], enum=[None, "letterbox", "center_crop", "squash"],
+                                description="How frames become square (empty: configured default)."),
+         "balance": Param(None, type=["null", "string"], enum=[None, "class_weight", "undersample", "oversample"],
+                          description="Class balancing of the training split."),
+         "val_fraction": Param(None, type=["null", "number"], description="Share of items for validation."),
+         "test_fraction": Param(None, type=["null", "number"], description="Share of items for test."),
+         "seed": Param(None, type=["null", "integer"], description="Seed of the grouped split."),
+     })
+def prepare_dataset():
+    def settings(params: dict):
+        from pipeline.settings import get_settings, with_overrides
+
+        return with_overrides(get_settings(), "prepare", {k: v for k, v in params.items() if k != "source_uri"})
+
+    @task
+    def plan(params: dict | None = None) -> dict:
+        from pipeline.stages import prepare
+
+        return prepare.plan(settings(params), params["source_uri"])
+
+    @task
+    def videos_of(work: dict) -> list[dict]:
+        return work["videos"]
+
+    @task
+    def image_chunks_of(work: dict) -> list[str]:
+        return work["image_chunks"]
+
+    @task(map_index_template="{{ video.uri.split('/')[-1] }}")
+    def extract_video(video: dict, work: dict, params: dict | None = None) -> str:
+        from pipeline.stages import prepare
+
+        return prepare.process_batch(settings(params), work["workdir"], [video])
+
+    @task
+    def process_images(chunk: str, work: dict, params: dict | None = None) -> str:
+        from pipeline.stages import prepare
+
+        return prepare.process_batch(settings(params), work["workdir"], prepare.load_chunk(chunk))
+
+    @task(outlets=[DATASET], trigger_rule="none_failed")
+    def assemble(work: dict, params: dict | None = None) -> dict:
+        from mediacheck_hooks import result_store
+
+        from pipeline.stages import prepare
+
+        config = settings(params)
+        return prepare.assemble(config, result_store(config), work["workdir"], params["source_uri"])
+
+    work = plan()
+    videos = extract_video.partial(work=work).expand(video=videos_of(work))
+    images = process_images.partial(work=work).expand(chunk=image_chunks_of(work))
+    [videos, images] >> assemble(work)
+
+
+prepare_dataset()

@@ -1,0 +1,45 @@
+"""
+### Score incoming media
+Lists the watched bucket (`storage.incoming_uri`: a local folder or `s3://`), skips
+everything already scored (identity is the content sha256, so renamed or re-dropped files
+are linked to their existing verdict), and scores each new object in its own mapped task
+with the `champion` model: uniform frames, calibrated frame scores, a video score by the
+configured aggregation rule and a three-band verdict (`real`, `uncertain`, `fake`) stored
+in MongoDB with per-frame scores and lineage. Runs when a new model is registered.
+"""
+
+from __future__ import annotations
+
+import pendulum
+from airflow.sdk import Asset, dag, task
+
+MODEL = Asset("mediacheck_model")
+
+
+@dag(schedule=[MODEL], start_date=pendulum.datetime(2026, 1, 1, tz="UTC"), catchup=False, doc_md=__doc__,
+     tags=["mediacheck", "score"], max_active_runs=1)
+def score_incoming():
+    @task
+    def list_new() -> list[str]:
+        from mediacheck_hooks import result_store
+
+        from pipeline.settings import get_settings
+        from pipeline.stages import score
+
+        settings = get_settings()
+        return score.unscored(settings, result_store(settings))
+
+    @task(map_index_template="{{ uri.split('/')[-1] }}")
+    def score_one(uri: str) -> dict:
+        from mediacheck_hooks import result_store
+
+        from pipeline.settings import get_settings
+        from pipeline.stages import score
+
+        settings = get_settings()
+        return score.score_uri(uri, score.load_champion(settings), settings, result_store(settings))
+
+    score_one.expand(uri=list_new())
+
+
+score_incoming()
