@@ -86,11 +86,13 @@ def mongo_uri(configured: str | None, storage: Path) -> Iterator[str]:
         yield uri
 
 
-@contextmanager
-def embedded_mongo(storage: Path | str, *, port: int | None = None, startup_timeout_s: float = 30) -> Iterator[str]:
-    """Run a local MongoDB-wire server on 127.0.0.1 and yield its URI; stop it on exit.
+def start_mongo_server(storage: Path | str, *, port: int | None = None, detach: bool = False,
+                       startup_timeout_s: float = 30) -> tuple[subprocess.Popen, str]:
+    """Start the embedded MongoDB-wire server on 127.0.0.1; return the process and its URI.
 
     ``storage`` is a folder (data survives restarts) or ``":memory:"`` for a throwaway store.
+    A detached server outlives this process (``make up``); its URI is written beside the
+    storage folder so that other commands reuse it.
     """
     in_memory = str(storage) == ":memory:"
     if not in_memory:
@@ -100,24 +102,38 @@ def embedded_mongo(storage: Path | str, *, port: int | None = None, startup_time
     process = subprocess.Popen(
         [_server_binary(), "--host", "127.0.0.1", "--port", str(port), "--storage-path", str(storage),
          "--log-level", "WARNING"],
-        stdout=log, stderr=subprocess.STDOUT,
+        stdout=log, stderr=subprocess.STDOUT, start_new_session=detach,
     )
     uri = f"mongodb://127.0.0.1:{port}/?directConnection=true"
     try:
         _wait_until_up(uri, process, startup_timeout_s)
-        if not in_memory:
-            _uri_file(storage).write_text(uri)
+    except RuntimeError:
+        stop_process(process)
+        raise
+    if not in_memory:
+        _uri_file(storage).write_text(uri)
+    return process, uri
+
+
+def stop_process(process: subprocess.Popen, *, grace_s: float = 15) -> None:
+    process.terminate()
+    try:
+        process.wait(timeout=grace_s)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+@contextmanager
+def embedded_mongo(storage: Path | str, *, port: int | None = None) -> Iterator[str]:
+    """Run the embedded server for the duration of a ``with`` block and yield its URI."""
+    process, uri = start_mongo_server(storage, port=port)
+    try:
         yield uri
     finally:
-        if not in_memory:
+        if str(storage) != ":memory:":
             _uri_file(storage).unlink(missing_ok=True)
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-        if not in_memory:
-            log.close()
+        stop_process(process)
 
 
 def _wait_until_up(uri: str, process: subprocess.Popen, timeout_s: float) -> None:

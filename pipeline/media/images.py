@@ -18,6 +18,7 @@ from pipeline.settings import ResizePolicy
 
 MAX_IMAGE_PIXELS = 64_000_000  # larger images are refused as decompression bombs
 JPEG_QUALITY = 95
+_EXIF_ORIENTATION = 0x0112
 
 
 class MediaError(ValueError):
@@ -45,10 +46,9 @@ def decode_image(data: bytes) -> tuple[np.ndarray, list[str]]:
         raise
     except Exception as error:  # Pillow raises many types for corrupt data
         raise MediaError(f"undecodable image: {error}") from None
-    transposed = ImageOps.exif_transpose(image)
-    if transposed is not image:
+    if image.getexif().get(_EXIF_ORIENTATION, 1) != 1:
         steps.append("exif_rotated")
-        image = transposed
+        image = ImageOps.exif_transpose(image)
     if image.mode != "RGB":
         steps.append(f"converted_{image.mode}_to_RGB")
         image = _to_rgb(image)

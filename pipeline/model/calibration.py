@@ -56,6 +56,17 @@ def fit_calibration(logits: np.ndarray, labels: np.ndarray, *, max_fpr_real: flo
         return Calibration(temperature)
     fpr, tpr, thresholds = roc_curve(labels, probs)
     threshold = float(np.clip(thresholds[np.argmax(tpr - fpr)], 0.0, 1.0))
-    fake_from = float(max(np.quantile(probs[labels == 0], 1 - max_fpr_real), threshold))
-    real_below = float(min(np.quantile(probs[labels == 1], max_fpr_real), threshold))
+    fake_from = float(max(_edge_above(probs[labels == 0], max_fpr_real), threshold))
+    real_below = float(min(_edge_below(probs[labels == 1], max_fpr_real), threshold))
     return Calibration(temperature, threshold, real_below, fake_from)
+
+
+def _edge_above(scores: np.ndarray, share: float) -> float:
+    """Smallest edge with at most ``share`` of ``scores`` at or above it."""
+    allowed = int(np.floor(share * len(scores)))
+    return float(np.nextafter(np.sort(scores)[::-1][allowed], np.inf))
+
+
+def _edge_below(scores: np.ndarray, share: float) -> float:
+    """Largest edge with at most ``share`` of ``scores`` strictly below it."""
+    return float(np.sort(scores)[int(np.floor(share * len(scores)))])

@@ -25,7 +25,7 @@ def assign_splits(group_labels: dict[str, Counter], hints: dict[str, Split], *, 
         members = [g for g in group_labels if hints.get(g) == hint]
         strata: dict[tuple[int, ...], list[str]] = defaultdict(list)
         for group in members:
-            strata[tuple(sorted(group_labels[group]))].append(group)
+            strata[tuple(sorted(label for label, n in group_labels[group].items() if n))].append(group)
         for groups in strata.values():
             groups.sort(key=lambda g: hashlib.sha256(f"{seed}:{g}".encode()).hexdigest())
             total = sum(sum(group_labels[g].values()) for g in groups)

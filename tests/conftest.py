@@ -1,0 +1,62 @@
+"""Session fixtures: a real MongoDB-wire server, generated media, and isolated settings."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+
+import pytest
+
+from pipeline.services import embedded_mongo
+from pipeline.settings import PROJECT_ROOT, get_settings, load_settings
+from pipeline.store import ResultStore
+
+SHARED_DATASETS = PROJECT_ROOT.parent / "shared" / "datasets"
+TINY_CONFIG = Path(__file__).parent / "configs" / "tiny.yaml"
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+@pytest.fixture(scope="session")
+def mongo_uri():
+    """One real MongoDB-wire server (SecantusDB) for the whole session, on a free port."""
+    with embedded_mongo(":memory:") as uri:
+        yield uri
+
+
+@pytest.fixture
+def store(mongo_uri):
+    """A store over a fresh database of the session server."""
+    result = ResultStore.from_uri(mongo_uri, database=f"test_{uuid.uuid4().hex[:8]}")
+    yield result
+    result.client.drop_database(result.db.name)
+    result.client.close()
+
+
+@pytest.fixture
+def settings(tmp_path, monkeypatch):
+    """Tiny settings rooted in a temporary folder (the cached global settings match them)."""
+    monkeypatch.setenv("MEDIACHECK_CONFIG", str(TINY_CONFIG))
+    monkeypatch.setenv("MEDIACHECK_STORAGE__ROOT", str(tmp_path / "data"))
+    monkeypatch.setenv("MEDIACHECK_STORAGE__INCOMING_URI", (tmp_path / "incoming").as_uri())
+    for name in ("MONGO_URI", "MLFLOW_TRACKING_URI", "DAGSHUB_USER_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+    get_settings.cache_clear()
+    yield load_settings()
+    get_settings.cache_clear()
+
+
+@pytest.fixture(scope="session")
+def synthetic_source(tmp_path_factory):
+    """A small labelled synthetic set (images, videos, labels.csv), generated once."""
+    from pipeline.synthetic import make_labelled_set
+
+    return make_labelled_set(tmp_path_factory.mktemp("synthetic"), crops_per_photo=2, videos=2)
+
+
+@pytest.fixture
+def shared_datasets() -> Path:
+    if not SHARED_DATASETS.is_dir():
+        pytest.skip(f"real data not available: {SHARED_DATASETS} is absent")
+    return SHARED_DATASETS

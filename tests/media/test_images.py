@@ -1,0 +1,84 @@
+import io
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from PIL import Image
+
+from pipeline.media.images import MediaError, decode_image, decode_jpeg, encode_jpeg, resize_to_square
+
+
+def _encode(image: Image.Image, fmt: str, **kwargs) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt, **kwargs)
+    return buffer.getvalue()
+
+
+@given(height=st.integers(1, 300), width=st.integers(1, 300), size=st.sampled_from([32, 64, 256]),
+       policy=st.sampled_from(["squash", "letterbox", "center_crop"]))
+@settings(max_examples=60, deadline=None)
+def test_every_policy_gives_a_square_of_the_requested_size(height, width, size, policy):
+    image = np.random.default_rng(0).integers(0, 255, (height, width, 3), dtype=np.uint8)
+    assert resize_to_square(image, size, policy).shape == (size, size, 3)
+
+
+def test_letterbox_keeps_aspect_with_black_bars_and_center_crop_fills():
+    wide = np.full((50, 100, 3), 200, np.uint8)
+    boxed = resize_to_square(wide, 64, "letterbox")
+    assert boxed[:10].max() == 0 and boxed[-10:].max() == 0  # bars above and below
+    assert boxed[32, 32].min() == 200
+    assert resize_to_square(wide, 64, "center_crop").min() == 200  # no padding at all
+
+
+@pytest.mark.parametrize("mode", ["L", "CMYK", "RGBA", "LA", "P", "I;16"])
+def test_unusual_colour_modes_become_rgb(mode):
+    image = Image.new(mode, (20, 10))
+    fmt = "TIFF" if mode in ("CMYK", "I;16") else "PNG"
+    rgb, steps = decode_image(_encode(image, fmt))
+    assert rgb.shape == (10, 20, 3) and rgb.dtype == np.uint8
+    assert steps == [f"converted_{Image.open(io.BytesIO(_encode(image, fmt))).mode}_to_RGB"]
+
+
+def test_alpha_is_composited_on_white():
+    transparent = Image.new("RGBA", (4, 4), (0, 0, 0, 0))
+    rgb, _ = decode_image(_encode(transparent, "PNG"))
+    assert rgb.min() == 255
+
+
+def test_exif_rotation_is_applied():
+    image = Image.new("RGB", (40, 20), (255, 0, 0))
+    exif = image.getexif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise on display
+    rgb, steps = decode_image(_encode(image, "JPEG", exif=exif))
+    assert rgb.shape == (40, 20, 3) and steps == ["exif_rotated"]
+
+
+@pytest.mark.parametrize("data, reason", [
+    (b"", "empty file"),
+    (b"\xff\xd8\xff\xe0 truncated jpeg", "undecodable image"),
+])
+def test_bad_bytes_give_a_reason(data, reason):
+    with pytest.raises(MediaError, match=reason):
+        decode_image(data)
+
+
+def test_decompression_bomb_is_refused():
+    bomb = _encode(Image.new("1", (10_000, 10_000)), "PNG")  # 100 Mpx, a few kB on disk
+    assert len(bomb) < 100_000
+    with pytest.raises(MediaError, match="decompression bomb|too large"):
+        decode_image(bomb)
+
+
+def test_animated_images_are_refused_with_a_reason():
+    frames = [Image.new("RGB", (8, 8), (i * 40, 0, 0)) for i in range(3)]
+    buffer = io.BytesIO()
+    frames[0].save(buffer, format="GIF", save_all=True, append_images=frames[1:])
+    with pytest.raises(MediaError, match="animated image \\(3 frames\\)"):
+        decode_image(buffer.getvalue())
+
+
+def test_jpeg_round_trip_is_close():
+    ramp = np.linspace(0, 255, 64)
+    image = np.stack(np.broadcast_arrays(ramp[:, None], ramp[None, :], 128.0), axis=-1).astype(np.uint8)
+    assert np.abs(decode_jpeg(encode_jpeg(image)).astype(int) - image).mean() < 2

@@ -1,0 +1,104 @@
+"""The whole prepare stage on real generated media, bad inputs included."""
+
+import io
+import shutil
+import subprocess
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from pipeline.media.video import ffmpeg_exe
+from pipeline.stages import prepare
+from pipeline.store import DATASETS, MEDIA, QUARANTINE
+
+
+def _jpeg(seed: int) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(np.random.default_rng(seed).integers(0, 255, (40, 60, 3), dtype=np.uint8)).save(buffer, "JPEG")
+    return buffer.getvalue()
+
+
+@pytest.fixture
+def messy_source(tmp_path, synthetic_source):
+    """Class folders with good images, a video, duplicates, a label conflict and bad files."""
+    root = tmp_path / "messy"
+    real, fake = root / "REAL", root / "FAKE"
+    real.mkdir(parents=True)
+    fake.mkdir()
+    for i in range(12):
+        (real / f"r{i}.jpg").write_bytes(_jpeg(i))
+        (fake / f"f{i}.jpg").write_bytes(_jpeg(100 + i))
+    (real / "copy of r0.jpg").write_bytes(_jpeg(0))  # exact duplicate, same label
+    (fake / "r1 again.jpg").write_bytes(_jpeg(1))  # same bytes as a REAL image
+    shutil.copy(next(synthetic_source.root.glob("videos/*-real.mp4")), real / "clip.mp4")
+    (real / "empty.jpg").write_bytes(b"")
+    (fake / "notes.mp4").write_text("text renamed to .mp4")
+    (fake / "broken.mp4").write_bytes((real / "clip.mp4").read_bytes()[:500])
+    subprocess.run([ffmpeg_exe(), "-loglevel", "error", "-f", "lavfi", "-i", "sine=duration=1", "-c:a", "aac",
+                    str(fake / "voice.mp4")], check=True)
+    unreadable = real / "locked.jpg"
+    unreadable.write_bytes(_jpeg(999))
+    unreadable.chmod(0)
+    return root
+
+
+def test_counts_add_up_and_every_bad_file_has_a_reason(settings, store, messy_source):
+    summary = prepare.run(settings, store, str(messy_source))
+    reasons = {doc["uri"].rsplit("/", 1)[-1]: doc["reason"] for doc in store.db[QUARANTINE].find()}
+    assert summary["input"] == 12 + 12 + 1 + 1 + 1 + 5
+    assert summary["input"] == summary["kept"] + summary["duplicate"] + summary["quarantined"]
+    assert summary["duplicate"] == 1
+    assert reasons["empty.jpg"] == "empty file (0 bytes)"
+    assert reasons["notes.mp4"] == "not an image or video (unrecognised content)"
+    assert "no video stream" in reasons["voice.mp4"]
+    assert reasons["broken.mp4"]
+    assert reasons["r1.jpg"] == reasons["r1 again.jpg"] == "same content under both labels (real and fake)"
+    if reasons.get("locked.jpg") is None:  # root can read anything: then it is simply kept
+        assert summary["quarantined"] == 6
+    else:
+        assert reasons["locked.jpg"].startswith("unreadable file")
+
+
+def test_no_group_or_content_straddles_splits(settings, store, synthetic_source):
+    summary = prepare.run(settings, store, str(synthetic_source.root))
+    manifest = pd.read_parquet(summary["manifest"])
+    assert manifest.groupby("group")["split"].nunique().max() == 1
+    assert manifest.groupby("content_id")["split"].nunique().max() == 1
+    assert set(manifest["split"]) == {"train", "val", "test"}
+    video_rows = manifest[manifest["kind"] == "video"]
+    assert video_rows.groupby("content_id").size().max() == settings.prepare.frames_per_video
+    assert (manifest["frame_size"] == settings.prepare.frame_size).all()
+    assert (manifest["resize_policy"] == settings.prepare.resize_policy).all()
+
+
+def test_rerun_is_idempotent(settings, store, synthetic_source):
+    first = prepare.run(settings, store, str(synthetic_source.root))
+    counts = {name: store.count(name) for name in (MEDIA, DATASETS, QUARANTINE)}
+    second = prepare.run(settings, store, str(synthetic_source.root))
+    assert second["dataset_id"] == first["dataset_id"]
+    assert {name: store.count(name) for name in (MEDIA, DATASETS, QUARANTINE)} == counts
+    assert counts[MEDIA] == first["kept"]
+
+
+@pytest.mark.parametrize("policy", ["undersample", "oversample", "class_weight"])
+def test_balancing_policies(settings, store, tmp_path, policy):
+    from pipeline.settings import with_overrides
+
+    root = tmp_path / "imbalanced"
+    (root / "real").mkdir(parents=True)
+    (root / "fake").mkdir()
+    for i in range(30):
+        (root / "real" / f"{i}.jpg").write_bytes(_jpeg(i))
+    for i in range(10):
+        (root / "fake" / f"{i}.jpg").write_bytes(_jpeg(500 + i))
+    config = with_overrides(settings, "prepare", {"balance": policy})
+    summary = prepare.run(config, store, str(root))
+    train = summary["splits"]["train"]
+    if policy == "class_weight":
+        assert train["real_frames"] > train["fake_frames"]
+        weights = summary["class_weight"]
+        assert weights["1"] * train["fake_frames"] == pytest.approx(weights["0"] * train["real_frames"])
+    else:
+        assert train["real_frames"] == train["fake_frames"]
