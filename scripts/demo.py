@@ -16,6 +16,8 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from run_dags import run_dag  # scripts/ is on sys.path when this file runs
+
 from pipeline import tracking
 from pipeline.services import airflow_environment, mongo_uri
 from pipeline.settings import PROJECT_ROOT, get_settings
@@ -56,13 +58,6 @@ def main() -> int:
         store = ResultStore.from_uri(uri, database=settings.mongo.database)
         print_results(store, settings)
     return 0
-
-
-def run_dag(dag_id: str, conf: dict) -> str:
-    from airflow.dag_processing.dagbag import DagBag
-
-    dag = DagBag(dag_folder=str(PROJECT_ROOT / "dags" / f"{dag_id}.py")).get_dag(dag_id)
-    return str(dag.test(run_conf=conf).state)
 
 
 def print_results(store: ResultStore, settings) -> None:

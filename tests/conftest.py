@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.services import embedded_mongo
-from pipeline.settings import PROJECT_ROOT, get_settings, load_settings
+from pipeline.settings import PROJECT_ROOT, Settings, get_settings, load_settings
 from pipeline.store import ResultStore
 
 SHARED_DATASETS = PROJECT_ROOT.parent / "shared" / "datasets"
@@ -34,16 +34,21 @@ def store(mongo_uri):
     result.client.close()
 
 
-@pytest.fixture
-def settings(tmp_path, monkeypatch):
-    """Tiny settings rooted in a temporary folder (the cached global settings match them)."""
+def isolate(monkeypatch: pytest.MonkeyPatch, root: Path) -> Settings:
+    """Point every setting at ``root`` with the tiny config; the cached global settings match."""
     monkeypatch.setenv("MEDIACHECK_CONFIG", str(TINY_CONFIG))
-    monkeypatch.setenv("MEDIACHECK_STORAGE__ROOT", str(tmp_path / "data"))
-    monkeypatch.setenv("MEDIACHECK_STORAGE__INCOMING_URI", (tmp_path / "incoming").as_uri())
+    monkeypatch.setenv("MEDIACHECK_STORAGE__ROOT", str(root / "data"))
+    monkeypatch.setenv("MEDIACHECK_STORAGE__INCOMING_URI", (root / "incoming").as_uri())
     for name in ("MONGO_URI", "MLFLOW_TRACKING_URI", "DAGSHUB_USER_TOKEN"):
         monkeypatch.delenv(name, raising=False)
     get_settings.cache_clear()
-    yield load_settings()
+    return load_settings()
+
+
+@pytest.fixture
+def settings(tmp_path, monkeypatch):
+    """Tiny settings rooted in a temporary folder."""
+    yield isolate(monkeypatch, tmp_path)
     get_settings.cache_clear()
 
 

@@ -1,0 +1,53 @@
+"""A real Airflow run of the chain prepare_dataset -> train_detector -> score_incoming.
+
+The DAGs run with ``dag.test()`` in a subprocess (a fresh Airflow configuration against a
+migrated SQLite database), the MongoHook pointing at the session's MongoDB-wire server.
+"""
+
+import json
+import os
+import subprocess
+import sys
+
+import mlflow
+import pytest
+
+from pipeline import tracking
+from pipeline.services import airflow_environment
+from pipeline.settings import PROJECT_ROOT
+from pipeline.store import DATASETS, MEDIA, TRAINING_RUNS, VERDICTS, ResultStore
+from pipeline.synthetic import drop_incoming
+
+pytestmark = pytest.mark.slow
+
+
+def test_dag_chain_end_to_end(settings, mongo_uri, synthetic_source, tmp_path):
+    database = "dag_chain"
+    env = {**os.environ, **airflow_environment(project_root=PROJECT_ROOT, airflow_home=tmp_path / "airflow",
+                                               mongo_uri=mongo_uri, database=database)}
+    env["MEDIACHECK_MONGO__DATABASE"] = database
+    subprocess.run([str(PROJECT_ROOT / ".venv" / "bin" / "airflow"), "db", "migrate"], env=env, check=True,
+                   capture_output=True, timeout=300)
+    dropped = drop_incoming(tmp_path / "incoming")
+    conf = json.dumps({"source_uri": str(synthetic_source.root), "frames_per_video": 3})
+    run = subprocess.run([sys.executable, str(PROJECT_ROOT / "scripts" / "run_dags.py"),
+                          "prepare_dataset", conf, "train_detector", "{}", "score_incoming", "{}"],
+                         env=env, capture_output=True, text=True, timeout=900)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-5000:]
+    assert [line.split(":")[1].split()[0] for line in run.stdout.splitlines() if line.startswith("DAG ")] == \
+        ["success"] * 3
+
+    store = ResultStore.from_uri(mongo_uri, database=database)
+    dataset = store.latest_dataset()
+    assert dataset["frames_per_video"] == 3  # the trigger-form parameter reached the task
+    assert store.count(MEDIA) == dataset["totals"]["kept"] and store.count(DATASETS) == 1
+    training = store.db[TRAINING_RUNS].find_one()
+    assert training["dataset_id"] == dataset["_id"]
+    tracking.configure(settings)  # the same store the DAGs logged to
+    run_info = mlflow.get_run(training["_id"])
+    assert run_info.data.tags["manifest_hash"] == dataset["manifest_hash"]
+    assert tracking.champion(settings).version == training["model"]["version"]
+    verdicts = list(store.db[VERDICTS].find())
+    assert len(verdicts) == len(dropped)
+    assert {v["model"]["run_id"] for v in verdicts} == {training["_id"]}
+    assert sum(v["status"] == "scored" for v in verdicts) == len(dropped) - 1  # notes.mp4 is not media

@@ -1,0 +1,85 @@
+"""prepare -> train -> score through the stage functions and the CLI, on real components."""
+
+import shutil
+from types import SimpleNamespace
+
+import mlflow
+import pytest
+from typer.testing import CliRunner
+
+from pipeline import tracking
+from pipeline.cli import app
+from pipeline.settings import get_settings
+from pipeline.stages import prepare, score, train
+from pipeline.store import TRAINING_RUNS, VERDICTS, ResultStore
+from pipeline.synthetic import drop_incoming
+from tests.conftest import isolate
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory, mongo_uri, synthetic_source):
+    """One prepared dataset and one trained model, shared by this module's tests."""
+    root = tmp_path_factory.mktemp("e2e")
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        settings = isolate(monkeypatch, root)
+        store = ResultStore.from_uri(mongo_uri, database="e2e")
+        prepare.run(settings, store, str(synthetic_source.root))
+        yield SimpleNamespace(settings=settings, store=store, trained=train.run(settings, store), root=root,
+                              monkeypatch=monkeypatch)
+        store.client.drop_database("e2e")
+    get_settings.cache_clear()
+
+
+def test_training_is_tracked_registered_and_recorded(world):
+    settings, store, trained = world.settings, world.store, world.trained
+    run = mlflow.get_run(trained["_id"])
+    assert run.data.params["model.backbone"] == "efficientnet_lite0"
+    assert {"test_accuracy", "test_roc_auc", "head_loss", "fine_tune_loss", "calibration_temperature"} <= set(
+        run.data.metrics)
+    artifacts = {a.path for a in mlflow.MlflowClient().list_artifacts(run.info.run_id, "plots")}
+    assert {"plots/roc_curve.png", "plots/reliability.png", "plots/confusion_matrix.png"} <= artifacts
+    assert run.data.tags["dataset_id"] == trained["dataset_id"]
+    champion = tracking.champion(settings)
+    assert champion is not None and champion.version == trained["model"]["version"] and trained["promoted"]
+    assert store.db[TRAINING_RUNS].find_one({"_id": trained["_id"]})["metrics"]["n"] > 0
+
+
+def test_scoring_writes_one_verdict_per_item_with_lineage(world):
+    settings, store, trained = world.settings, world.store, world.trained
+    incoming = world.root / "incoming"
+    dropped = drop_incoming(incoming)
+    results = score.run(settings, store)
+    assert len(results) == len(dropped) == store.count(VERDICTS)
+    video = store.find_verdict(next(r["content_id"] for r in results if r["uri"].endswith("coffee-fake.mp4")))
+    assert video["status"] == "scored" and video["verdict"] in ("real", "uncertain", "fake")
+    assert len(video["frames"]) == video["frame_count"] == settings.prepare.frames_per_video
+    assert video["model"]["run_id"] == trained["_id"] and video["config_hash"] == settings.config_hash()
+    assert 0 <= video["probability"] <= 1 and video["bands"]["real_below"] <= video["bands"]["fake_from"]
+    bad = next(r for r in results if r["uri"].endswith("notes.mp4"))
+    assert bad["status"] == "failed" and "not an image or video" in bad["reason"]
+
+    shutil.copy(incoming / "coffee-fake.mp4", incoming / "renamed copy.mp4")
+    assert score.unscored(settings, store) == []
+    assert store.count(VERDICTS) == len(dropped)
+    assert any(s.endswith("renamed%20copy.mp4") or s.endswith("renamed copy.mp4")
+               for s in store.find_verdict(video["_id"])["sources"])
+
+
+def test_cli_scores_lists_and_shows_verdicts(world, mongo_uri, tmp_path):
+    world.monkeypatch.setenv("MONGO_URI", mongo_uri)
+    world.monkeypatch.setenv("MEDIACHECK_MONGO__DATABASE", world.store.db.name)
+    get_settings.cache_clear()
+    store = world.store
+    store.db[VERDICTS].delete_many({})
+    image = drop_incoming(tmp_path / "elsewhere")[-2]  # chelsea-fake.jpg
+    runner = CliRunner()
+    scored = runner.invoke(app, ["score", str(image)])
+    assert scored.exit_code == 0, scored.output
+    assert "chelsea-fake.jpg" in scored.output
+    listed = runner.invoke(app, ["verdicts", "list"])
+    assert listed.exit_code == 0 and "chelsea-fake.jpg" in listed.output
+    content_id = store.list_verdicts()[0]["_id"]
+    shown = runner.invoke(app, ["verdicts", "show", content_id[:10]])
+    assert shown.exit_code == 0 and '"frames"' in shown.output and content_id in shown.output

@@ -1,0 +1,45 @@
+import pytest
+
+from pipeline.settings import SettingsError, load_settings, with_overrides
+
+
+def test_yaml_then_environment_precedence(settings, monkeypatch):
+    assert settings.model.backbone == "efficientnet_lite0"  # from tests/configs/tiny.yaml
+    monkeypatch.setenv("MEDIACHECK_MODEL__IMAGE_SIZE", "96")
+    monkeypatch.setenv("MONGO_URI", "mongodb://db.example:27017")
+    loaded = load_settings()
+    assert loaded.model.image_size == 96 and loaded.mongo.uri == "mongodb://db.example:27017"
+
+
+def test_invalid_setting_is_named(settings, monkeypatch):
+    monkeypatch.setenv("MEDIACHECK_PREPARE__RESIZE_POLICY", "stretch")
+    with pytest.raises(SettingsError, match="prepare.resize_policy"):
+        load_settings()
+
+
+def test_unknown_keys_are_refused(tmp_path, monkeypatch, settings):
+    config = tmp_path / "bad.yaml"
+    config.write_text("model:\n  backbon: efficientnet_b0\n")
+    monkeypatch.setenv("MEDIACHECK_CONFIG", str(config))
+    with pytest.raises(SettingsError, match="model.backbon"):
+        load_settings()
+
+
+def test_missing_config_file_is_named(monkeypatch, tmp_path):
+    monkeypatch.setenv("MEDIACHECK_CONFIG", str(tmp_path / "nope.yaml"))
+    with pytest.raises(SettingsError, match="MEDIACHECK_CONFIG"):
+        load_settings()
+
+
+def test_overrides_validate_and_blank_values_keep_defaults(settings):
+    changed = with_overrides(settings, "model", {"image_size": 128, "backbone": None, "batch_size": ""})
+    assert changed.model.image_size == 128 and changed.model.backbone == settings.model.backbone
+    assert changed.config_hash() != settings.config_hash()
+    with pytest.raises(SettingsError, match="model.image_size"):
+        with_overrides(settings, "model", {"image_size": 1})
+
+
+def test_default_production_config_is_b0_imagenet(monkeypatch):
+    monkeypatch.delenv("MEDIACHECK_CONFIG", raising=False)
+    defaults = load_settings()
+    assert (defaults.model.backbone, defaults.model.weights) == ("efficientnet_b0", "imagenet")
