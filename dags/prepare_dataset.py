@@ -13,29 +13,33 @@ from __future__ import annotations
 import pendulum
 from airflow.sdk import Asset, Param, dag, task
 
-from pipeline.settings import PROJECT_ROOT
+from pipeline.settings import PROJECT_ROOT, get_settings, trigger_form
 
 DATASET = Asset("mediacheck_dataset")
+FORM = ["frames_per_video", "resize_policy", "balance", "val_fraction", "test_fraction", "seed"]
+SOURCE = Param(
+    str(PROJECT_ROOT / ".data" / "demo" / "source"),
+    type="string",
+    minLength=1,
+    description="Folder or s3:// URI holding the labelled media.",
+)
+
+PARAMS = {"source_uri": SOURCE, **{k: Param(**v) for k, v in trigger_form(get_settings(), "prepare", FORM).items()}}
 
 
-@dag(schedule=None, start_date=pendulum.datetime(2026, 1, 1, tz="UTC"), catchup=False, doc_md=__doc__,
-     tags=["mediacheck", "prepare"], params={
-         "source_uri": Param(str(PROJECT_ROOT / ".data" / "demo" / "source"), type="string", minLength=1,
-                             description="Folder or s3:// URI holding the labelled media."),
-         "frames_per_video": Param(None, type=["null", "integer"], minimum=1, description="Uniform frames per video."),
-         "resize_policy": Param(None, type=["null", "string"], enum=[None, "letterbox", "center_crop", "squash"],
-                                description="How frames become square (empty: configured default)."),
-         "balance": Param(None, type=["null", "string"], enum=[None, "class_weight", "undersample", "oversample"],
-                          description="Class balancing of the training split."),
-         "val_fraction": Param(None, type=["null", "number"], description="Share of items for validation."),
-         "test_fraction": Param(None, type=["null", "number"], description="Share of items for test."),
-         "seed": Param(None, type=["null", "integer"], description="Seed of the grouped split."),
-     })
+@dag(
+    schedule=None,
+    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+    catchup=False,
+    doc_md=__doc__,
+    tags=["mediacheck", "prepare"],
+    params=PARAMS,
+)
 def prepare_dataset():
     def settings(params: dict):
-        from pipeline.settings import get_settings, with_overrides
+        from pipeline.settings import with_overrides
 
-        return with_overrides(get_settings(), "prepare", {k: v for k, v in params.items() if k != "source_uri"})
+        return with_overrides(get_settings(), "prepare", {k: params[k] for k in FORM})
 
     @task
     def plan(params: dict | None = None) -> dict:

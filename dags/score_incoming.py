@@ -16,8 +16,14 @@ from airflow.sdk import Asset, dag, task
 MODEL = Asset("mediacheck_model")
 
 
-@dag(schedule=[MODEL], start_date=pendulum.datetime(2026, 1, 1, tz="UTC"), catchup=False, doc_md=__doc__,
-     tags=["mediacheck", "score"], max_active_runs=1)
+@dag(
+    schedule=[MODEL],
+    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+    catchup=False,
+    doc_md=__doc__,
+    tags=["mediacheck", "score"],
+    max_active_runs=1,
+)
 def score_incoming():
     @task
     def list_new() -> list[str]:

@@ -13,32 +13,42 @@ from __future__ import annotations
 import pendulum
 from airflow.sdk import Asset, Param, dag, task
 
+from pipeline.settings import get_settings, trigger_form
+
 DATASET, MODEL = Asset("mediacheck_dataset"), Asset("mediacheck_model")
+FORM = [
+    "backbone",
+    "weights",
+    "image_size",
+    "batch_size",
+    "head_epochs",
+    "fine_tune_epochs",
+    "unfreeze_blocks",
+    "head_learning_rate",
+    "fine_tune_learning_rate",
+]
+DATASET_ID = Param("", type="string", description="Dataset version to train on; empty: the latest.")
+
+PARAMS = {"dataset_id": DATASET_ID, **{k: Param(**v) for k, v in trigger_form(get_settings(), "model", FORM).items()}}
 
 
-@dag(schedule=[DATASET], start_date=pendulum.datetime(2026, 1, 1, tz="UTC"), catchup=False, doc_md=__doc__,
-     tags=["mediacheck", "train"], params={
-         "dataset_id": Param("", type="string", description="Dataset version to train on; empty: the latest."),
-         "backbone": Param(None, type=["null", "string"], enum=[None, "efficientnet_b0", "efficientnet_lite0"],
-                           description="ImageNet backbone (efficientnet_lite0 works offline)."),
-         "image_size": Param(None, type=["null", "integer"], minimum=32, description="Backbone input size."),
-         "batch_size": Param(None, type=["null", "integer"], minimum=1, description="Batch size."),
-         "head_epochs": Param(None, type=["null", "integer"], minimum=1, description="Phase 1 epochs."),
-         "fine_tune_epochs": Param(None, type=["null", "integer"], minimum=0, description="Phase 2 epochs."),
-         "unfreeze_blocks": Param(None, type=["null", "integer"], minimum=0, description="Top blocks trained in phase 2."),
-         "head_learning_rate": Param(None, type=["null", "number"], description="Phase 1 learning rate."),
-         "fine_tune_learning_rate": Param(None, type=["null", "number"], description="Phase 2 learning rate."),
-     })
+@dag(
+    schedule=[DATASET],
+    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+    catchup=False,
+    doc_md=__doc__,
+    tags=["mediacheck", "train"],
+    params=PARAMS,
+)
 def train_detector():
     @task(outlets=[MODEL])
     def train(params: dict | None = None) -> dict:
         from mediacheck_hooks import result_store
 
-        from pipeline.settings import get_settings, with_overrides
+        from pipeline.settings import with_overrides
         from pipeline.stages import train as stage
 
-        overrides = {k: v for k, v in params.items() if k != "dataset_id"}
-        settings = with_overrides(get_settings(), "model", overrides)
+        settings = with_overrides(get_settings(), "model", {k: params[k] for k in FORM})
         document = stage.run(settings, result_store(settings), dataset_id=params["dataset_id"] or None)
         return {k: document[k] for k in ("_id", "model", "dataset_id", "metrics", "promoted", "promotion_rule")}
 

@@ -9,7 +9,7 @@ import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -18,8 +18,11 @@ from rich.table import Table
 
 from pipeline.settings import SettingsError, get_settings
 
-app = typer.Typer(help="Detect AI-generated images and videos: prepare, train, evaluate, score.",
-                  no_args_is_help=True, pretty_exceptions_enable=False)
+app = typer.Typer(
+    help="Detect AI-generated images and videos: prepare, train, evaluate, score.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
 verdicts_app = typer.Typer(help="Query stored verdicts.", no_args_is_help=True)
 app.add_typer(verdicts_app, name="verdicts")
 console = Console()
@@ -40,8 +43,9 @@ def _store() -> Iterator:
 
 
 def _progress() -> Progress:
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                    console=console)
+    return Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), console=console
+    )
 
 
 @app.command()
@@ -52,24 +56,26 @@ def prepare(source: Annotated[str, typer.Argument(help="Folder or s3:// URI of l
     settings = get_settings()
     with _store() as store, _progress() as progress:
         task = progress.add_task("processing media", total=None)
-        summary = stage.run(settings, store, source,
-                            on_progress=lambda done, total: progress.update(task, completed=done, total=total))
+        summary = stage.run(
+            settings, store, source, on_progress=lambda done, total: progress.update(task, completed=done, total=total)
+        )
     _print_json(summary)
 
 
 @app.command()
-def train(dataset_id: Annotated[Optional[str], typer.Option(help="Dataset version (default: latest).")] = None) -> None:
+def train(dataset_id: Annotated[str | None, typer.Option(help="Dataset version (default: latest).")] = None) -> None:
     """Two-phase training, calibration, evaluation and registration in MLflow."""
     from pipeline.stages import train as stage
 
     with _store() as store:
         document = stage.run(get_settings(), store, dataset_id=dataset_id)
-    _print_json({k: document[k] for k in ("_id", "model", "dataset_id", "metrics", "calibration", "promoted",
-                                          "promotion_rule")})
+    _print_json(
+        {k: document[k] for k in ("_id", "model", "dataset_id", "metrics", "calibration", "promoted", "promotion_rule")}
+    )
 
 
 @app.command()
-def evaluate(dataset_id: Annotated[Optional[str], typer.Option(help="Dataset version (default: latest).")] = None) -> None:
+def evaluate(dataset_id: Annotated[str | None, typer.Option(help="Dataset version (default: latest).")] = None) -> None:
     """Evaluate the champion model on a dataset's test split."""
     import pandas as pd
 
@@ -81,20 +87,26 @@ def evaluate(dataset_id: Annotated[Optional[str], typer.Option(help="Dataset ver
     with _store() as store:
         dataset = resolve_dataset(store, dataset_id)
     loaded = load_champion(settings)
-    logits, labels = split_logits(loaded.bundle, pd.read_parquet(dataset["manifest_path"]), "test",
-                                  settings.model.batch_size)
+    logits, labels = split_logits(
+        loaded.bundle, pd.read_parquet(dataset["manifest_path"]), "test", settings.model.batch_size
+    )
     metrics = binary_metrics(labels, loaded.bundle.calibration.probability(logits), loaded.bundle.calibration.threshold)
     _print_json({"model_version": loaded.ref.version, "dataset_id": dataset["_id"], "metrics": metrics})
 
 
 @app.command()
-def score(path: Annotated[Optional[Path], typer.Argument(help="File or folder; default: the watched bucket.")] = None) -> None:
+def score(
+    path: Annotated[Path | None, typer.Argument(help="File or folder; default: the watched bucket.")] = None,
+) -> None:
     """Score media and store one verdict per item."""
     from pipeline.stages import score as stage
 
     settings = get_settings()
-    uris = stage.list_incoming(settings) if path is None else (
-        [str(p) for p in sorted(path.rglob("*")) if p.is_file()] if path.is_dir() else [str(path)])
+    uris = (
+        stage.list_incoming(settings)
+        if path is None
+        else ([str(p) for p in sorted(path.rglob("*")) if p.is_file()] if path.is_dir() else [str(path)])
+    )
     if not uris:
         console.print("nothing to score")
         return
@@ -111,19 +123,22 @@ def score(path: Annotated[Optional[Path], typer.Argument(help="File or folder; d
 
 @verdicts_app.command("list")
 def list_verdicts(
-    band: Annotated[Optional[str], typer.Option(help="real, uncertain or fake.")] = None,
-    model_version: Annotated[Optional[str], typer.Option(help="Only this model version.")] = None,
+    band: Annotated[str | None, typer.Option(help="real, uncertain or fake.")] = None,
+    model_version: Annotated[str | None, typer.Option(help="Only this model version.")] = None,
     limit: int = 20,
 ) -> None:
     """Most recent verdicts first."""
     with _store() as store:
         rows = store.list_verdicts(limit=limit, verdict=band, model_version=model_version)
-    _verdict_table([{**r, "uri": r["source_uri"], "model_version": r["model"]["version"]} for r in rows],
-                   title="stored verdicts")
+    _verdict_table(
+        [{**r, "uri": r["source_uri"], "model_version": r["model"]["version"]} for r in rows], title="stored verdicts"
+    )
 
 
 @verdicts_app.command("show")
-def show_verdict(content_id: Annotated[str, typer.Argument(help="sha256 of the media (a unique prefix works).")]) -> None:
+def show_verdict(
+    content_id: Annotated[str, typer.Argument(help="sha256 of the media (a unique prefix works).")],
+) -> None:
     """One verdict with its per-frame scores and lineage."""
     with _store() as store:
         document = store.find_verdict_by_prefix(content_id)
@@ -133,8 +148,10 @@ def show_verdict(content_id: Annotated[str, typer.Argument(help="sha256 of the m
 
 
 @app.command("demo-data")
-def demo_data(out: Annotated[Path, typer.Argument(help="Folder for the labelled synthetic set.")],
-              incoming: Annotated[Optional[Path], typer.Option(help="Also drop unseen media here.")] = None) -> None:
+def demo_data(
+    out: Annotated[Path, typer.Argument(help="Folder for the labelled synthetic set.")],
+    incoming: Annotated[Path | None, typer.Option(help="Also drop unseen media here.")] = None,
+) -> None:
     """Generate the small synthetic labelled set used by the demo."""
     from pipeline.synthetic import drop_incoming, make_labelled_set
 
@@ -152,9 +169,13 @@ def _verdict_table(rows: list[dict], *, title: str) -> None:
     for row in rows:
         verdict = row.get("verdict") or "-"
         probability = row.get("probability")
-        table.add_row(Path(str(row["uri"])).name, f"[{colours.get(verdict, 'white')}]{verdict}[/]",
-                      "-" if probability is None else f"{probability:.3f}",
-                      row.get("reason") or row.get("status", ""), row["content_id"][:12])
+        table.add_row(
+            Path(str(row["uri"])).name,
+            f"[{colours.get(verdict, 'white')}]{verdict}[/]",
+            "-" if probability is None else f"{probability:.3f}",
+            row.get("reason") or row.get("status", ""),
+            row["content_id"][:12],
+        )
     console.print(table)
 
 

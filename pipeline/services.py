@@ -44,8 +44,9 @@ def airflow_connection_uri(mongo_uri: str, database: str) -> str:
     return f"mongo://{authority}/{database}" + (f"?{'&'.join(extras)}" if extras else "")
 
 
-def airflow_environment(*, project_root: Path, airflow_home: Path, mongo_uri: str, database: str,
-                        conn_id: str = "mongo_default") -> dict[str, str]:
+def airflow_environment(
+    *, project_root: Path, airflow_home: Path, mongo_uri: str, database: str, conn_id: str = "mongo_default"
+) -> dict[str, str]:
     """Environment for running the project's DAGs on embedded defaults (SQLite, local folders)."""
     return {
         "AIRFLOW_HOME": str(airflow_home),
@@ -86,8 +87,9 @@ def mongo_uri(configured: str | None, storage: Path) -> Iterator[str]:
         yield uri
 
 
-def start_mongo_server(storage: Path | str, *, port: int | None = None, detach: bool = False,
-                       startup_timeout_s: float = 30) -> tuple[subprocess.Popen, str]:
+def start_mongo_server(
+    storage: Path | str, *, port: int | None = None, detach: bool = False, startup_timeout_s: float = 30
+) -> tuple[subprocess.Popen, str]:
     """Start the embedded MongoDB-wire server on 127.0.0.1; return the process and its URI.
 
     ``storage`` is a folder (data survives restarts) or ``":memory:"`` for a throwaway store.
@@ -98,11 +100,22 @@ def start_mongo_server(storage: Path | str, *, port: int | None = None, detach: 
     if not in_memory:
         Path(storage).mkdir(parents=True, exist_ok=True)
     port = port or free_port()
-    log = subprocess.DEVNULL if in_memory else open(Path(storage).with_suffix(".log"), "ab")
+    log = subprocess.DEVNULL if in_memory else open(Path(storage).with_suffix(".log"), "ab")  # noqa: SIM115 - the server process writes to it until it stops
     process = subprocess.Popen(
-        [_server_binary(), "--host", "127.0.0.1", "--port", str(port), "--storage-path", str(storage),
-         "--log-level", "WARNING"],
-        stdout=log, stderr=subprocess.STDOUT, start_new_session=detach,
+        [
+            _server_binary(),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--storage-path",
+            str(storage),
+            "--log-level",
+            "WARNING",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=detach,
     )
     uri = f"mongodb://127.0.0.1:{port}/?directConnection=true"
     try:

@@ -51,13 +51,13 @@ class MlflowSettings(_Section):
 
 
 class PrepareSettings(_Section):
-    frames_per_video: int = Field(32, ge=1, le=1024)
+    frames_per_video: int = Field(32, ge=1, le=1024, description="Frames sampled uniformly from each video.")
     frame_size: int = Field(256, ge=32, le=1024, description="Stored frames are square, this many pixels.")
-    resize_policy: ResizePolicy = "letterbox"
-    balance: BalancePolicy = "class_weight"
-    val_fraction: float = Field(0.15, gt=0, lt=0.5)
-    test_fraction: float = Field(0.15, gt=0, lt=0.5)
-    seed: int = 1337
+    resize_policy: ResizePolicy = Field("letterbox", description="How frames become square: pad, crop or warp.")
+    balance: BalancePolicy = Field("class_weight", description="Class balancing of the training split.")
+    val_fraction: float = Field(0.15, gt=0, lt=0.5, description="Share of groups' items for validation.")
+    test_fraction: float = Field(0.15, gt=0, lt=0.5, description="Share of groups' items for test.")
+    seed: int = Field(1337, description="Seed of the grouped split and of training.")
     label_map: dict[str, int] = Field(
         default_factory=lambda: {"real": 0, "fake": 1, "ai": 1, "0": 0, "1": 1},
         description="Folder name (case-insensitive) -> label, 0 = real, 1 = AI-generated.",
@@ -66,15 +66,21 @@ class PrepareSettings(_Section):
 
 
 class ModelSettings(_Section):
-    backbone: Literal["efficientnet_b0", "efficientnet_lite0"] = "efficientnet_b0"
-    weights: Literal["imagenet", "none"] = "imagenet"
-    image_size: int = Field(224, ge=32, le=1024, description="Backbone input size; frames are resized inside the model.")
-    batch_size: int = Field(32, ge=1)
-    head_epochs: int = Field(5, ge=1)
-    fine_tune_epochs: int = Field(10, ge=0)
-    head_learning_rate: float = Field(1e-3, gt=0)
-    fine_tune_learning_rate: float = Field(1e-4, gt=0)
-    unfreeze_blocks: int = Field(3, ge=0, description="Top backbone blocks trained in phase 2 (BatchNorm stays frozen).")
+    backbone: Literal["efficientnet_b0", "efficientnet_lite0"] = Field(
+        "efficientnet_b0", description="ImageNet backbone; efficientnet_lite0's weights work offline."
+    )
+    weights: Literal["imagenet", "none"] = Field("imagenet", description="Pretrained weights or none.")
+    image_size: int = Field(
+        224, ge=32, le=1024, description="Backbone input size; frames are resized inside the model."
+    )
+    batch_size: int = Field(32, ge=1, description="Training batch size.")
+    head_epochs: int = Field(5, ge=1, description="Phase 1 epochs: the head on a frozen backbone.")
+    fine_tune_epochs: int = Field(10, ge=0, description="Phase 2 epochs: top blocks unfrozen.")
+    head_learning_rate: float = Field(1e-3, gt=0, description="Phase 1 learning rate.")
+    fine_tune_learning_rate: float = Field(1e-4, gt=0, description="Phase 2 learning rate (low).")
+    unfreeze_blocks: int = Field(
+        3, ge=0, description="Top backbone blocks trained in phase 2 (BatchNorm stays frozen)."
+    )
     dropout: float = Field(0.2, ge=0, lt=1)
     early_stopping_patience: int = Field(3, ge=1)
     max_fpr_real: float = Field(0.05, gt=0, lt=0.5, description="Share of real media allowed in the 'fake' band.")
@@ -88,9 +94,7 @@ class ScoreSettings(_Section):
 class Settings(BaseSettings):
     """Every setting of the pipeline. Construct with :func:`get_settings`."""
 
-    model_config = SettingsConfigDict(
-        env_prefix="MEDIACHECK_", env_nested_delimiter="__", extra="forbid", frozen=True
-    )
+    model_config = SettingsConfigDict(env_prefix="MEDIACHECK_", env_nested_delimiter="__", extra="forbid", frozen=True)
 
     storage: StorageSettings = StorageSettings()
     mongo: MongoSettings = MongoSettings()
@@ -98,7 +102,9 @@ class Settings(BaseSettings):
     prepare: PrepareSettings = PrepareSettings()
     model: ModelSettings = ModelSettings()
     score: ScoreSettings = ScoreSettings()
-    mongo_uri: str | None = Field(None, validation_alias=AliasChoices("MONGO_URI", "MEDIACHECK_MONGO_URI"), exclude=True)
+    mongo_uri: str | None = Field(
+        None, validation_alias=AliasChoices("MONGO_URI", "MEDIACHECK_MONGO_URI"), exclude=True
+    )
     mlflow_tracking_uri: str | None = Field(
         None, validation_alias=AliasChoices("MLFLOW_TRACKING_URI", "MEDIACHECK_MLFLOW_TRACKING_URI"), exclude=True
     )
@@ -116,8 +122,11 @@ class Settings(BaseSettings):
 
     @classmethod
     def settings_customise_sources(
-        cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource, dotenv_settings: PydanticBaseSettingsSource,
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         config = Path(os.environ.get("MEDIACHECK_CONFIG", DEFAULT_CONFIG))
@@ -165,6 +174,25 @@ def with_overrides(settings: Settings, section: str, values: dict[str, object]) 
         problems = "; ".join(f"{section}.{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors())
         raise SettingsError(f"invalid settings: {problems}") from None
     return settings.model_copy(update={section: updated})
+
+
+def trigger_form(settings: Settings, section: str, fields: list[str]) -> dict[str, dict]:
+    """JSON-schema keywords for a trigger form over some settings of one section.
+
+    Types, enums, bounds and descriptions come from the settings model itself; each
+    default is the currently configured value.
+    """
+    current = getattr(settings, section)
+    properties = type(current).model_json_schema()["properties"]
+    form = {}
+    for name in fields:
+        schema = {k: v for k, v in properties[name].items() if k in _FORM_KEYWORDS}
+        schema["description"] = properties[name].get("description", name.replace("_", " ").capitalize() + ".")
+        form[name] = {"default": getattr(current, name), **schema}
+    return form
+
+
+_FORM_KEYWORDS = ("type", "enum", "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum")
 
 
 @lru_cache(maxsize=1)

@@ -40,27 +40,43 @@ class ResultStore:
         verdicts.create_index([("sources", ASCENDING)])
 
     # -- prepare -----------------------------------------------------------------------
-    def record_dataset(self, document: dict[str, Any], media: list[dict[str, Any]],
-                       quarantined: list[dict[str, Any]]) -> None:
+    def record_dataset(
+        self, document: dict[str, Any], media: list[dict[str, Any]], quarantined: list[dict[str, Any]]
+    ) -> None:
         """Store a dataset version with its source media and quarantined inputs."""
         dataset_id = document["_id"]
         now = _now()
         if media:
-            self.db[MEDIA].bulk_write([
-                UpdateOne({"_id": m["content_id"]},
-                          {"$set": {k: v for k, v in m.items() if k != "content_id"},
-                           "$addToSet": {"dataset_ids": dataset_id}, "$setOnInsert": {"created_at": now}},
-                          upsert=True)
-                for m in media
-            ], ordered=False)
+            self.db[MEDIA].bulk_write(
+                [
+                    UpdateOne(
+                        {"_id": m["content_id"]},
+                        {
+                            "$set": {k: v for k, v in m.items() if k != "content_id"},
+                            "$addToSet": {"dataset_ids": dataset_id},
+                            "$setOnInsert": {"created_at": now},
+                        },
+                        upsert=True,
+                    )
+                    for m in media
+                ],
+                ordered=False,
+            )
         if quarantined:
-            self.db[QUARANTINE].bulk_write([
-                UpdateOne({"_id": _key(dataset_id, q["uri"])},
-                          {"$set": {**q, "dataset_id": dataset_id}, "$setOnInsert": {"created_at": now}}, upsert=True)
-                for q in quarantined
-            ], ordered=False)
-        self.db[DATASETS].update_one({"_id": dataset_id}, {"$set": document, "$setOnInsert": {"created_at": now}},
-                                     upsert=True)
+            self.db[QUARANTINE].bulk_write(
+                [
+                    UpdateOne(
+                        {"_id": _key(dataset_id, q["uri"])},
+                        {"$set": {**q, "dataset_id": dataset_id}, "$setOnInsert": {"created_at": now}},
+                        upsert=True,
+                    )
+                    for q in quarantined
+                ],
+                ordered=False,
+            )
+        self.db[DATASETS].update_one(
+            {"_id": dataset_id}, {"$set": document, "$setOnInsert": {"created_at": now}}, upsert=True
+        )
 
     def latest_dataset(self) -> dict[str, Any] | None:
         return self.db[DATASETS].find_one(sort=[("created_at", DESCENDING)])
@@ -70,8 +86,9 @@ class ResultStore:
 
     # -- train -------------------------------------------------------------------------
     def record_training_run(self, document: dict[str, Any]) -> None:
-        self.db[TRAINING_RUNS].update_one({"_id": document["_id"]},
-                                          {"$set": document, "$setOnInsert": {"created_at": _now()}}, upsert=True)
+        self.db[TRAINING_RUNS].update_one(
+            {"_id": document["_id"]}, {"$set": document, "$setOnInsert": {"created_at": _now()}}, upsert=True
+        )
 
     # -- score -------------------------------------------------------------------------
     def find_verdict(self, content_id: str) -> dict[str, Any] | None:
@@ -91,13 +108,17 @@ class ResultStore:
         body = {k: v for k, v in document.items() if k not in ("_id", "source_uri")}
         self.db[VERDICTS].update_one(
             {"_id": document["_id"]},
-            {"$set": {**body, "source_uri": document["source_uri"]}, "$addToSet": {"sources": document["source_uri"]},
-             "$setOnInsert": {"created_at": _now()}},
+            {
+                "$set": {**body, "source_uri": document["source_uri"]},
+                "$addToSet": {"sources": document["source_uri"]},
+                "$setOnInsert": {"created_at": _now()},
+            },
             upsert=True,
         )
 
-    def list_verdicts(self, *, limit: int = 20, verdict: str | None = None,
-                      model_version: str | None = None) -> list[dict[str, Any]]:
+    def list_verdicts(
+        self, *, limit: int = 20, verdict: str | None = None, model_version: str | None = None
+    ) -> list[dict[str, Any]]:
         """Most recent verdicts first, without per-frame detail."""
         query: dict[str, Any] = {}
         if verdict:

@@ -20,8 +20,22 @@ import skimage.data
 
 from pipeline.media.video import ffmpeg_exe
 
-PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "hubble_deep_field", "immunohistochemistry",
-          "retina", "camera", "brick", "grass", "gravel", "moon", "horse", "coins")
+PHOTOS = (
+    "astronaut",
+    "chelsea",
+    "coffee",
+    "rocket",
+    "hubble_deep_field",
+    "immunohistochemistry",
+    "retina",
+    "camera",
+    "brick",
+    "grass",
+    "gravel",
+    "moon",
+    "horse",
+    "coins",
+)
 CROP = 192
 
 
@@ -73,17 +87,39 @@ def pan_frames(image: np.ndarray, frames: int, size: int = CROP) -> list[np.ndar
         image = cv2.resize(image, (max(width, size + frames), max(height, size + frames)))
         height, width = image.shape[:2]
     span_y, span_x = height - size, width - size
-    return [image[int(span_y * t) : int(span_y * t) + size, int(span_x * t) : int(span_x * t) + size]
-            for t in np.linspace(0, 1, frames)]
+    return [
+        image[int(span_y * t) : int(span_y * t) + size, int(span_x * t) : int(span_x * t) + size]
+        for t in np.linspace(0, 1, frames)
+    ]
 
 
 def write_video(path: Path, frames: list[np.ndarray], fps: int = 12) -> None:
     """Encode RGB frames to H.264 MP4 with the shipped FFmpeg."""
     path.parent.mkdir(parents=True, exist_ok=True)
     height, width = frames[0].shape[:2]
-    command = [ffmpeg_exe(), "-y", "-loglevel", "error", "-f", "rawvideo", "-pix_fmt", "rgb24",
-               "-s", f"{width}x{height}", "-r", str(fps), "-i", "pipe:", "-c:v", "libx264",
-               "-pix_fmt", "yuv420p", "-preset", "veryfast", str(path)]
+    command = [
+        ffmpeg_exe(),
+        "-y",
+        "-loglevel",
+        "error",
+        "-f",
+        "rawvideo",
+        "-pix_fmt",
+        "rgb24",
+        "-s",
+        f"{width}x{height}",
+        "-r",
+        str(fps),
+        "-i",
+        "pipe:",
+        "-c:v",
+        "libx264",
+        "-pix_fmt",
+        "yuv420p",
+        "-preset",
+        "veryfast",
+        str(path),
+    ]
     subprocess.run(command, input=np.stack(frames).tobytes(), check=True, timeout=60)
 
 

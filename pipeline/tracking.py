@@ -60,8 +60,14 @@ def training_run(settings: Settings, *, dataset: dict[str, Any], run_name: str) 
     configure(settings)
     with mlflow.start_run(run_name=run_name) as run:
         mlflow.log_params(_flatten(settings.model_dump(mode="json", include={"prepare", "model", "score"})))
-        mlflow.set_tags({"dataset_id": dataset["_id"], "manifest_hash": dataset["manifest_hash"],
-                         "split_seed": str(settings.prepare.seed), "config_hash": settings.config_hash()})
+        mlflow.set_tags(
+            {
+                "dataset_id": dataset["_id"],
+                "manifest_hash": dataset["manifest_hash"],
+                "split_seed": str(settings.prepare.seed),
+                "config_hash": settings.config_hash(),
+            }
+        )
         yield run.info.run_id
 
 
@@ -80,11 +86,15 @@ def log_dict(data: dict, file_name: str) -> None:
 def register_bundle(settings: Settings, model: Any, bundle_dir: Path) -> ModelRef:
     """Log the Keras model and the calibrated bundle, and register a new model version."""
     mlflow.log_artifacts(str(bundle_dir), BUNDLE_PATH)
-    info = mlflow.keras.log_model(model, name="model", registered_model_name=settings.mlflow.registered_model,
-                                  pip_requirements=[f"keras=={_version('keras')}",
-                                                    f"tensorflow-cpu=={_version('tensorflow')}"])
-    return ModelRef(settings.mlflow.registered_model, str(info.registered_model_version),
-                    mlflow.active_run().info.run_id)
+    info = mlflow.keras.log_model(
+        model,
+        name="model",
+        registered_model_name=settings.mlflow.registered_model,
+        pip_requirements=[f"keras=={_version('keras')}", f"tensorflow-cpu=={_version('tensorflow')}"],
+    )
+    return ModelRef(
+        settings.mlflow.registered_model, str(info.registered_model_version), mlflow.active_run().info.run_id
+    )
 
 
 def champion(settings: Settings) -> ModelRef | None:
@@ -107,8 +117,9 @@ def promote(ref: ModelRef, *, reason: str) -> None:
 def download_bundle(ref: ModelRef, destination: Path | None = None) -> Path:
     """Fetch a version's calibrated bundle folder to local disk."""
     destination = destination or Path(tempfile.mkdtemp(prefix=f"bundle-v{ref.version}-"))
-    return Path(mlflow.artifacts.download_artifacts(run_id=ref.run_id, artifact_path=BUNDLE_PATH,
-                                                     dst_path=str(destination)))
+    return Path(
+        mlflow.artifacts.download_artifacts(run_id=ref.run_id, artifact_path=BUNDLE_PATH, dst_path=str(destination))
+    )
 
 
 def run_metric(run_id: str, key: str) -> float | None:

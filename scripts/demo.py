@@ -15,7 +15,6 @@ from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
-
 from run_dags import run_dag  # scripts/ is on sys.path when this file runs
 
 from pipeline import tracking
@@ -40,18 +39,27 @@ def main() -> int:
     dropped = drop_incoming(incoming)
     console.print(f"    dropped {len(dropped)} files into the watched folder {incoming}")
     with mongo_uri(settings.mongo.uri, root / "mongo") as uri:
-        os.environ.update(airflow_environment(project_root=PROJECT_ROOT, airflow_home=PROJECT_ROOT / ".airflow",
-                                              mongo_uri=uri, database=settings.mongo.database,
-                                              conn_id=settings.mongo.airflow_conn_id))
+        os.environ.update(
+            airflow_environment(
+                project_root=PROJECT_ROOT,
+                airflow_home=PROJECT_ROOT / ".airflow",
+                mongo_uri=uri,
+                database=settings.mongo.database,
+                conn_id=settings.mongo.airflow_conn_id,
+            )
+        )
         step("2/4 migrating Airflow's database (.airflow/airflow.db)")
-        subprocess.run([str(Path(sys.executable).parent / "airflow"), "db", "migrate"], check=True,
-                       stdout=subprocess.DEVNULL)
+        subprocess.run(
+            [str(Path(sys.executable).parent / "airflow"), "db", "migrate"], check=True, stdout=subprocess.DEVNULL
+        )
         step("3/4 running the DAGs: prepare_dataset -> train_detector -> score_incoming")
-        for dag_id, conf in zip(DAG_IDS, ({"source_uri": str(source)}, {}, {})):
+        for dag_id, conf in zip(DAG_IDS, ({"source_uri": str(source)}, {}, {}), strict=True):
             started = time.perf_counter()
             state = run_dag(dag_id, conf)
-            console.print(f"    {dag_id}: [{'green' if state == 'success' else 'red'}]{state}[/] "
-                          f"in {time.perf_counter() - started:.0f} s")
+            console.print(
+                f"    {dag_id}: [{'green' if state == 'success' else 'red'}]{state}[/] "
+                f"in {time.perf_counter() - started:.0f} s"
+            )
             if state != "success":
                 return 1
         step("4/4 results read back from MongoDB")
@@ -67,18 +75,25 @@ def print_results(store: ResultStore, settings) -> None:
         table.add_column(column)
     for verdict in store.list_verdicts(limit=50):
         probability = verdict.get("probability")
-        table.add_row(Path(verdict["source_uri"]).name, verdict["kind"],
-                      verdict.get("verdict") or f"failed: {verdict.get('reason')}",
-                      "-" if probability is None else f"{probability:.3f}",
-                      str(verdict.get("frame_count", 0)),
-                      f"v{verdict['model']['version']}")
+        table.add_row(
+            Path(verdict["source_uri"]).name,
+            verdict["kind"],
+            verdict.get("verdict") or f"failed: {verdict.get('reason')}",
+            "-" if probability is None else f"{probability:.3f}",
+            str(verdict.get("frame_count", 0)),
+            f"v{verdict['model']['version']}",
+        )
     console.print(table)
     metrics = run["metrics"]
-    console.print(f"MLflow run [bold]{run['_id']}[/] (model {run['model']['name']} v{run['model']['version']}): "
-                  f"test accuracy {metrics['accuracy']:.3f}, ROC-AUC {metrics.get('roc_auc', float('nan')):.3f} "
-                  f"on the synthetic test split; tracking store {tracking.configure(settings)}")
-    console.print("Open the UIs with [bold]make up[/] (Airflow http://127.0.0.1:8080, MLflow http://127.0.0.1:5000); "
-                  "query verdicts with [bold].venv/bin/mediacheck verdicts list[/].")
+    console.print(
+        f"MLflow run [bold]{run['_id']}[/] (model {run['model']['name']} v{run['model']['version']}): "
+        f"test accuracy {metrics['accuracy']:.3f}, ROC-AUC {metrics.get('roc_auc', float('nan')):.3f} "
+        f"on the synthetic test split; tracking store {tracking.configure(settings)}"
+    )
+    console.print(
+        "Open the UIs with [bold]make up[/] (Airflow http://127.0.0.1:8080, MLflow http://127.0.0.1:5000); "
+        "query verdicts with [bold].venv/bin/mediacheck verdicts list[/]."
+    )
 
 
 def step(message: str) -> None:

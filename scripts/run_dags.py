@@ -25,7 +25,7 @@ def run_dag(dag_id: str, conf: dict) -> str:
 
 
 def main(arguments: list[str]) -> int:
-    for dag_id, conf in zip(arguments[::2], arguments[1::2]):
+    for dag_id, conf in zip(arguments[::2], arguments[1::2], strict=True):
         started = time.perf_counter()
         state = run_dag(dag_id, json.loads(conf))
         print(f"DAG {dag_id}: {state} in {time.perf_counter() - started:.0f} s", flush=True)

@@ -20,6 +20,7 @@ from pipeline.settings import PROJECT_ROOT, get_settings
 
 AIRFLOW_PORT, MLFLOW_PORT = 8080, 5000
 BIN = Path(sys.executable).parent
+PASSWORD_FILE = PROJECT_ROOT / ".airflow" / "simple_auth_manager_passwords.json.generated"
 
 
 def state_dir() -> Path:
@@ -35,18 +36,38 @@ def up() -> int:
     if uri is None:
         process, uri = start_mongo_server(settings.storage.root / "mongo", detach=True)
         pids["mongo"] = process.pid
-    env = {**os.environ, **airflow_environment(
-        project_root=PROJECT_ROOT, airflow_home=PROJECT_ROOT / ".airflow", mongo_uri=uri,
-        database=settings.mongo.database, conn_id=settings.mongo.airflow_conn_id),
-        "AIRFLOW__API__HOST": "127.0.0.1", "AIRFLOW__API__PORT": str(AIRFLOW_PORT)}
+    env = {
+        **os.environ,
+        **airflow_environment(
+            project_root=PROJECT_ROOT,
+            airflow_home=PROJECT_ROOT / ".airflow",
+            mongo_uri=uri,
+            database=settings.mongo.database,
+            conn_id=settings.mongo.airflow_conn_id,
+        ),
+        "AIRFLOW__API__HOST": "127.0.0.1",
+        "AIRFLOW__API__PORT": str(AIRFLOW_PORT),
+    }
     pids["airflow"] = _spawn([BIN / "airflow", "standalone"], "airflow", env)
-    pids["mlflow"] = _spawn([BIN / "mlflow", "ui", "--host", "127.0.0.1", "--port", str(MLFLOW_PORT),
-                             "--backend-store-uri", settings.mlflow_uri], "mlflow", env)
+    pids["mlflow"] = _spawn(
+        [
+            BIN / "mlflow",
+            "ui",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(MLFLOW_PORT),
+            "--backend-store-uri",
+            settings.mlflow_uri,
+        ],
+        "mlflow",
+        env,
+    )
     (state_dir() / "pids.json").write_text(json.dumps(pids))
     for name, url in (("Airflow", f"http://127.0.0.1:{AIRFLOW_PORT}"), ("MLflow", f"http://127.0.0.1:{MLFLOW_PORT}")):
         print(f"{name:8} {url}  ({'up' if _wait_http(url, 120) else 'not answering yet: see .data/stack/*.log'})")
     print(f"MongoDB  {uri}")
-    print(f"Airflow login: admin, password in {PROJECT_ROOT / '.airflow' / 'simple_auth_manager_passwords.json.generated'}")
+    print(f"Airflow login: admin, password in {PASSWORD_FILE}")
     print("Stop everything with: make down")
     return 0
 
@@ -67,9 +88,15 @@ def down() -> int:
 
 
 def _spawn(command: list, name: str, env: dict) -> int:
-    log = open(state_dir() / f"{name}.log", "ab")
-    return subprocess.Popen([str(c) for c in command], stdout=log, stderr=subprocess.STDOUT, env=env,
-                            cwd=PROJECT_ROOT, start_new_session=True).pid
+    log = open(state_dir() / f"{name}.log", "ab")  # noqa: SIM115 - the detached process keeps writing to it
+    return subprocess.Popen(
+        [str(c) for c in command],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=env,
+        cwd=PROJECT_ROOT,
+        start_new_session=True,
+    ).pid
 
 
 def _wait_http(url: str, timeout_s: float) -> bool:

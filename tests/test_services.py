@@ -21,12 +21,17 @@ def test_configured_uri_starts_nothing(tmp_path):
     assert not (tmp_path / "mongo").exists()
 
 
-@pytest.mark.parametrize("uri, expected", [
-    ("mongodb://127.0.0.1:1234/?directConnection=true", "mongo://127.0.0.1:1234/results?directConnection=true"),
-    ("mongodb://user:pw@host:27017/admin", "mongo://user:pw@host:27017/results"),
-    ("mongodb+srv://user:pw@cluster.example.net/?retryWrites=true",
-     "mongo://user:pw@cluster.example.net/results?retryWrites=true&srv=true"),
-])
+@pytest.mark.parametrize(
+    "uri, expected",
+    [
+        ("mongodb://127.0.0.1:1234/?directConnection=true", "mongo://127.0.0.1:1234/results?directConnection=true"),
+        ("mongodb://user:pw@host:27017/admin", "mongo://user:pw@host:27017/results"),
+        (
+            "mongodb+srv://user:pw@cluster.example.net/?retryWrites=true",
+            "mongo://user:pw@cluster.example.net/results?retryWrites=true&srv=true",
+        ),
+    ],
+)
 def test_airflow_connection_uri(uri, expected):
     assert airflow_connection_uri(uri, "results") == expected
 

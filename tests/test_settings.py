@@ -43,3 +43,17 @@ def test_default_production_config_is_b0_imagenet(monkeypatch):
     monkeypatch.delenv("MEDIACHECK_CONFIG", raising=False)
     defaults = load_settings()
     assert (defaults.model.backbone, defaults.model.weights) == ("efficientnet_b0", "imagenet")
+
+
+def test_trigger_form_comes_from_the_settings_schema(settings):
+    from pipeline.settings import trigger_form
+
+    form = trigger_form(settings, "prepare", ["frames_per_video", "resize_policy"])
+    assert form["frames_per_video"] == {
+        "default": settings.prepare.frames_per_video,
+        "type": "integer",
+        "minimum": 1,
+        "maximum": 1024,
+        "description": "Frames sampled uniformly from each video.",
+    }
+    assert form["resize_policy"]["enum"] == ["squash", "letterbox", "center_crop"]

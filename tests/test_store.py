@@ -2,8 +2,14 @@ from pipeline.store import VERDICTS
 
 
 def _verdict(content_id: str, uri: str, verdict: str = "fake", version: str = "1") -> dict:
-    return {"_id": content_id, "content_id": content_id, "source_uri": uri, "verdict": verdict,
-            "model": {"version": version}, "frames": [{"index": 0, "probability": 0.9}]}
+    return {
+        "_id": content_id,
+        "content_id": content_id,
+        "source_uri": uri,
+        "verdict": verdict,
+        "model": {"version": version},
+        "frames": [{"index": 0, "probability": 0.9}],
+    }
 
 
 def test_verdicts_are_upserted_by_content_and_link_every_location(store):
@@ -12,7 +18,11 @@ def test_verdicts_are_upserted_by_content_and_link_every_location(store):
     store.record_verdict(_verdict("a" * 64, "file:///in/renamed.mp4"))
     store.link_source("a" * 64, "s3://bucket/x.mp4")
     assert store.count(VERDICTS) == 1
-    assert store.find_verdict("a" * 64)["sources"] == ["file:///in/x.mp4", "file:///in/renamed.mp4", "s3://bucket/x.mp4"]
+    assert store.find_verdict("a" * 64)["sources"] == [
+        "file:///in/x.mp4",
+        "file:///in/renamed.mp4",
+        "s3://bucket/x.mp4",
+    ]
 
 
 def test_listing_filters_and_hides_frames(store):

@@ -51,7 +51,9 @@ def probe(path: str, *, timeout_s: float) -> VideoInfo:
     try:
         result = subprocess.run(
             [ffmpeg_exe(), "-hide_banner", "-nostdin", "-i", path],
-            capture_output=True, timeout=timeout_s, check=False,
+            capture_output=True,
+            timeout=timeout_s,
+            check=False,
         )
     except subprocess.TimeoutExpired:
         raise MediaError(f"ffmpeg probe timed out after {timeout_s:.0f} s") from None
@@ -103,6 +105,8 @@ def extract_uniform_frames(path: str, count: int, *, timeout_s: float) -> tuple[
     if decoded == 0:
         reason = result.stderr.decode("utf-8", "replace").strip().splitlines()[-1:] or ["no output"]
         raise MediaError(f"no decodable video frames ({reason[0]})")
-    pixels = np.frombuffer(result.stdout[: decoded * frame_bytes], np.uint8).reshape(decoded, info.height, info.width, 3)
+    pixels = np.frombuffer(result.stdout[: decoded * frame_bytes], np.uint8).reshape(
+        decoded, info.height, info.width, 3
+    )
     step = info.duration_s / count
     return info, [Frame(i, round(i * step, 3), pixels[i]) for i in range(decoded)]

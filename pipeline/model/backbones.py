@@ -23,8 +23,15 @@ BackboneName = Literal["efficientnet_b0", "efficientnet_lite0"]
 Weights = Literal["imagenet", "none"]
 
 # (expand ratio, kernel, stride, output channels, repeats) per stage; Lite0 == B0 geometry.
-_LITE0_STAGES = ((1, 3, 1, 16, 1), (6, 3, 2, 24, 2), (6, 5, 2, 40, 2), (6, 3, 2, 80, 3),
-                 (6, 5, 1, 112, 3), (6, 5, 2, 192, 4), (6, 3, 1, 320, 1))
+_LITE0_STAGES = (
+    (1, 3, 1, 16, 1),
+    (6, 3, 2, 24, 2),
+    (6, 5, 2, 40, 2),
+    (6, 3, 2, 80, 3),
+    (6, 5, 1, 112, 3),
+    (6, 5, 2, 192, 4),
+    (6, 3, 1, 320, 1),
+)
 _BN_EPSILON = 1e-3
 _B0_WEIGHTS_FILE = "efficientnetb0_notop.h5"
 
@@ -143,7 +150,10 @@ def _lite0_name_map(model: keras.Model) -> dict[str, str]:
             f"{block}_project_bn": f"{torch_block}._bn2",
         }
         if index > 0:  # the first block has no expansion
-            mapping |= {f"{block}_expand_conv": f"{torch_block}._expand_conv", f"{block}_expand_bn": f"{torch_block}._bn0"}
+            mapping |= {
+                f"{block}_expand_conv": f"{torch_block}._expand_conv",
+                f"{block}_expand_bn": f"{torch_block}._bn0",
+            }
     if any(layer.name == "predictions" for layer in model.layers):
         mapping["predictions"] = "_fc"
     return mapping
@@ -153,4 +163,4 @@ def imagenet_top_k(model: keras.Model, images: np.ndarray, k: int = 5) -> list[l
     """Top-k ImageNet class indices and probabilities for a batch of 0-255 RGB images."""
     probabilities = np.asarray(model.predict_on_batch(images.astype("float32")))
     order = np.argsort(-probabilities, axis=1)[:, :k]
-    return [[(int(c), float(p[c])) for c in row] for row, p in zip(order, probabilities)]
+    return [[(int(c), float(p[c])) for c in row] for row, p in zip(order, probabilities, strict=True)]

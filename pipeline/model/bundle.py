@@ -26,8 +26,10 @@ class ModelBundle:
 
     def logits(self, frames: np.ndarray, *, batch_size: int = 32) -> np.ndarray:
         """Raw logits for a stack of 0-255 RGB frames of the model's input size."""
-        outputs = [np.asarray(self.model.predict_on_batch(frames[i : i + batch_size].astype(np.float32)))
-                   for i in range(0, len(frames), batch_size)]
+        outputs = [
+            np.asarray(self.model.predict_on_batch(frames[i : i + batch_size].astype(np.float32)))
+            for i in range(0, len(frames), batch_size)
+        ]
         return np.concatenate(outputs).reshape(-1) if outputs else np.zeros(0)
 
     def probabilities(self, frames: np.ndarray, *, batch_size: int = 32) -> np.ndarray:

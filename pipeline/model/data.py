@@ -27,10 +27,14 @@ def frame_dataset(manifest: pd.DataFrame, *, batch_size: int, training: bool, se
     if len(paths) * frame_size * frame_size * 3 < _CACHE_LIMIT_BYTES and not training:
         dataset = dataset.cache()
     if training:
-        dataset = dataset.map(lambda image, *rest: (_robustness_augment(image), *rest),
-                              num_parallel_calls=tf.data.AUTOTUNE)
-    return dataset.batch(batch_size).map(lambda image, *rest: (tf.cast(image, tf.float32), *rest)).prefetch(
-        tf.data.AUTOTUNE)
+        dataset = dataset.map(
+            lambda image, *rest: (_robustness_augment(image), *rest), num_parallel_calls=tf.data.AUTOTUNE
+        )
+    return (
+        dataset.batch(batch_size)
+        .map(lambda image, *rest: (tf.cast(image, tf.float32), *rest))
+        .prefetch(tf.data.AUTOTUNE)
+    )
 
 
 def _load(path: tf.Tensor, frame_size: int) -> tf.Tensor:
@@ -40,10 +44,8 @@ def _load(path: tf.Tensor, frame_size: int) -> tf.Tensor:
 
 def _robustness_augment(image: tf.Tensor) -> tf.Tensor:
     """Random JPEG re-compression (quality 50-100) and Gaussian blur (sigma up to 1.5)."""
-    image = tf.cond(tf.random.uniform(()) < 0.5,
-                    lambda: tf.image.random_jpeg_quality(image, 50, 100), lambda: image)
-    return tf.cond(tf.random.uniform(()) < 0.3, lambda: _blur(image, tf.random.uniform((), 0.3, 1.5)),
-                   lambda: image)
+    image = tf.cond(tf.random.uniform(()) < 0.5, lambda: tf.image.random_jpeg_quality(image, 50, 100), lambda: image)
+    return tf.cond(tf.random.uniform(()) < 0.3, lambda: _blur(image, tf.random.uniform((), 0.3, 1.5)), lambda: image)
 
 
 def _blur(image: tf.Tensor, sigma: tf.Tensor) -> tf.Tensor:

@@ -27,26 +27,38 @@ def binary_metrics(labels: np.ndarray, probs: np.ndarray, threshold: float) -> d
         "recall": skm.recall_score(labels, predicted, zero_division=0),
         "f1": skm.f1_score(labels, predicted, zero_division=0),
         "log_loss": skm.log_loss(labels, np.clip(probs, 1e-7, 1 - 1e-7), labels=[0, 1]),
-        "threshold": threshold, "tn": tn, "fp": fp, "fn": fn, "tp": tp, "n": len(labels),
+        "threshold": threshold,
+        "tn": tn,
+        "fp": fp,
+        "fn": fn,
+        "tp": tp,
+        "n": len(labels),
     }
     if len(np.unique(labels)) == 2:
         fpr, tpr, _ = skm.roc_curve(labels, probs)
-        result |= {"roc_auc": skm.roc_auc_score(labels, probs),
-                   "average_precision": skm.average_precision_score(labels, probs),
-                   "tpr_at_5pct_fpr": float(np.interp(0.05, fpr, tpr))}
+        result |= {
+            "roc_auc": skm.roc_auc_score(labels, probs),
+            "average_precision": skm.average_precision_score(labels, probs),
+            "tpr_at_5pct_fpr": float(np.interp(0.05, fpr, tpr)),
+        }
     return {k: float(v) for k, v in result.items()}
 
 
-def save_plots(labels: np.ndarray, probs: np.ndarray, threshold: float, frame_paths: list[str],
-               out_dir: Path) -> list[Path]:
+def save_plots(
+    labels: np.ndarray, probs: np.ndarray, threshold: float, frame_paths: list[str], out_dir: Path
+) -> list[Path]:
     """ROC curve, reliability diagram, confusion matrix and a grid of the worst errors (PNG)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     labels, probs = np.asarray(labels).astype(int), np.asarray(probs, np.float64)
-    written = [_confusion_plot(labels, probs >= threshold, out_dir / "confusion_matrix.png"),
-               _worst_errors(labels, probs, frame_paths, out_dir / "worst_errors.png")]
+    written = [
+        _confusion_plot(labels, probs >= threshold, out_dir / "confusion_matrix.png"),
+        _worst_errors(labels, probs, frame_paths, out_dir / "worst_errors.png"),
+    ]
     if len(np.unique(labels)) == 2:
-        written += [_roc_plot(labels, probs, out_dir / "roc_curve.png"),
-                    _reliability_plot(labels, probs, out_dir / "reliability.png")]
+        written += [
+            _roc_plot(labels, probs, out_dir / "roc_curve.png"),
+            _reliability_plot(labels, probs, out_dir / "reliability.png"),
+        ]
     return written
 
 
@@ -76,10 +88,16 @@ def _confusion_plot(labels, predicted, path: Path) -> Path:
     fig, ax = plt.subplots(figsize=(4, 4))
     ax.imshow(matrix, cmap="Blues")
     for (row, col), value in np.ndenumerate(matrix):
-        ax.text(col, row, str(value), ha="center", va="center",
-                color="white" if value > matrix.max() / 2 else "black")
-    ax.set(xticks=[0, 1], yticks=[0, 1], xticklabels=["real", "fake"], yticklabels=["real", "fake"],
-           xlabel="predicted", ylabel="actual", title="Confusion matrix")
+        ax.text(col, row, str(value), ha="center", va="center", color="white" if value > matrix.max() / 2 else "black")
+    ax.set(
+        xticks=[0, 1],
+        yticks=[0, 1],
+        xticklabels=["real", "fake"],
+        yticklabels=["real", "fake"],
+        xlabel="predicted",
+        ylabel="actual",
+        title="Confusion matrix",
+    )
     return _save(fig, path)
 
 
@@ -91,7 +109,7 @@ def _worst_errors(labels, probs, frame_paths: list[str], path: Path, count: int 
     fig, axes = plt.subplots(rows, columns, figsize=(2.2 * columns, 2.4 * rows), squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
-    for ax, index in zip(axes.flat, order):
+    for ax, index in zip(axes.flat, order, strict=False):
         ax.imshow(decode_jpeg(Path(frame_paths[index]).read_bytes()))
         ax.set_title(f"{'fake' if labels[index] else 'real'} scored {probs[index]:.2f}", fontsize=8)
     fig.suptitle("Worst errors" if order else "No errors above 0.5")

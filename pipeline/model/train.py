@@ -49,13 +49,16 @@ def build_classifier(settings: ModelSettings, *, frame_size: int) -> keras.Model
 
 def augmentation() -> keras.Sequential:
     """Geometric and photometric augmentation; active only while training."""
-    return keras.Sequential([
-        layers.RandomFlip("horizontal"),
-        layers.RandomRotation(0.03),
-        layers.RandomZoom(0.1),
-        layers.RandomBrightness(0.1, value_range=(0, 255)),
-        layers.RandomContrast(0.1, value_range=(0, 255)),
-    ], name="augment")
+    return keras.Sequential(
+        [
+            layers.RandomFlip("horizontal"),
+            layers.RandomRotation(0.03),
+            layers.RandomZoom(0.1),
+            layers.RandomBrightness(0.1, value_range=(0, 255)),
+            layers.RandomContrast(0.1, value_range=(0, 255)),
+        ],
+        name="augment",
+    )
 
 
 def backbone_of(model: keras.Model) -> keras.Model:
@@ -73,31 +76,42 @@ def unfreeze_top_blocks(model: keras.Model, blocks: int) -> list[str]:
     return chosen
 
 
-def train_two_phase(manifest: pd.DataFrame, settings: ModelSettings, *, workdir: Path, seed: int,
-                    on_epoch: EpochCallback | None = None) -> TrainOutcome:
+def train_two_phase(
+    manifest: pd.DataFrame, settings: ModelSettings, *, workdir: Path, seed: int, on_epoch: EpochCallback | None = None
+) -> TrainOutcome:
     """Train on the manifest's ``train`` rows, validating on its ``val`` rows."""
     keras.utils.set_random_seed(seed)
     frame_size = int(manifest["frame_size"].iloc[0])
-    train = frame_dataset(manifest[manifest["split"] == "train"], batch_size=settings.batch_size, training=True,
-                          seed=seed)
-    val = frame_dataset(manifest[manifest["split"] == "val"], batch_size=settings.batch_size, training=False,
-                        seed=seed)
+    train = frame_dataset(
+        manifest[manifest["split"] == "train"], batch_size=settings.batch_size, training=True, seed=seed
+    )
+    val = frame_dataset(manifest[manifest["split"] == "val"], batch_size=settings.batch_size, training=False, seed=seed)
     model = build_classifier(settings, frame_size=frame_size)
     outcome = TrainOutcome(model)
     phases = [(HEAD, settings.head_epochs, settings.head_learning_rate, 0)]
     if settings.fine_tune_epochs and settings.unfreeze_blocks:
-        phases.append((FINE_TUNE, settings.fine_tune_epochs, settings.fine_tune_learning_rate, settings.unfreeze_blocks))
+        phases.append(
+            (FINE_TUNE, settings.fine_tune_epochs, settings.fine_tune_learning_rate, settings.unfreeze_blocks)
+        )
     for phase, epochs, learning_rate, blocks in phases:
         if blocks:
             outcome.unfrozen_blocks = unfreeze_top_blocks(model, blocks)
         model.compile(
             optimizer=keras.optimizers.Adam(learning_rate),
             loss=keras.losses.BinaryCrossentropy(from_logits=True),
-            metrics=[keras.metrics.AUC(from_logits=True, name="auc"), keras.metrics.BinaryAccuracy(threshold=0.0, name="accuracy")],
+            metrics=[
+                keras.metrics.AUC(from_logits=True, name="auc"),
+                keras.metrics.BinaryAccuracy(threshold=0.0, name="accuracy"),
+            ],
         )
         started = time.perf_counter()
-        history = model.fit(train, validation_data=val, epochs=epochs, verbose=2,
-                            callbacks=_callbacks(phase, settings, workdir, on_epoch))
+        history = model.fit(
+            train,
+            validation_data=val,
+            epochs=epochs,
+            verbose=2,
+            callbacks=_callbacks(phase, settings, workdir, on_epoch),
+        )
         outcome.seconds[phase] = time.perf_counter() - started
         outcome.history[phase] = {k: [float(v) for v in values] for k, values in history.history.items()}
     return outcome
@@ -109,10 +123,14 @@ def _callbacks(phase: str, settings: ModelSettings, workdir: Path, on_epoch: Epo
     callbacks = [
         keras.callbacks.ModelCheckpoint(str(workdir / f"best_{phase}.keras"), save_best_only=True, **monitor),
         keras.callbacks.EarlyStopping(patience=settings.early_stopping_patience, restore_best_weights=True, **monitor),
-        keras.callbacks.ReduceLROnPlateau(factor=0.3, patience=max(1, settings.early_stopping_patience - 1),
-                                          min_lr=1e-7, **monitor),
+        keras.callbacks.ReduceLROnPlateau(
+            factor=0.3, patience=max(1, settings.early_stopping_patience - 1), min_lr=1e-7, **monitor
+        ),
     ]
     if on_epoch:
-        callbacks.append(keras.callbacks.LambdaCallback(
-            on_epoch_end=lambda epoch, logs: on_epoch(phase, epoch, {k: float(v) for k, v in (logs or {}).items()})))
+        callbacks.append(
+            keras.callbacks.LambdaCallback(
+                on_epoch_end=lambda epoch, logs: on_epoch(phase, epoch, {k: float(v) for k, v in (logs or {}).items()})
+            )
+        )
     return callbacks

@@ -46,8 +46,9 @@ class Dataset:
         return {"input": kept + dup + bad, "kept": kept, "duplicate": dup, "quarantined": bad}
 
 
-def assemble_dataset(results: list[ItemResult], rejected: list[Rejected], settings: PrepareSettings,
-                     datasets_dir: Path) -> Dataset:
+def assemble_dataset(
+    results: list[ItemResult], rejected: list[Rejected], settings: PrepareSettings, datasets_dir: Path
+) -> Dataset:
     """Deduplicate by content, group near-duplicates, split by group, balance, write the manifest."""
     quarantined = [Quarantined(r.uri, "", r.reason) for r in rejected]
     quarantined += [Quarantined(r.uri, r.content_id, r.reason) for r in results if r.reason]
@@ -61,8 +62,13 @@ def assemble_dataset(results: list[ItemResult], rejected: list[Rejected], settin
         if item.split:
             hint_votes[groups[item.content_id]][item.split] += 1
     hints = {g: votes.most_common(1)[0][0] for g, votes in hint_votes.items()}
-    splits = assign_splits(group_labels, hints, val_fraction=settings.val_fraction,
-                           test_fraction=settings.test_fraction, seed=settings.seed)
+    splits = assign_splits(
+        group_labels,
+        hints,
+        val_fraction=settings.val_fraction,
+        test_fraction=settings.test_fraction,
+        seed=settings.seed,
+    )
     manifest = _manifest(kept, groups, splits, settings)
     manifest, class_weight = _balance(manifest, settings)
     manifest_hash = hashlib.sha256(manifest.to_csv(index=False).encode()).hexdigest()
@@ -70,8 +76,18 @@ def assemble_dataset(results: list[ItemResult], rejected: list[Rejected], settin
     path = datasets_dir / dataset_id / "manifest.parquet"
     path.parent.mkdir(parents=True, exist_ok=True)
     manifest.to_parquet(path, index=False)
-    return Dataset(dataset_id, path, manifest_hash, manifest, _counts(manifest), class_weight,
-                   settings.model_dump(mode="json"), kept, quarantined, duplicates)
+    return Dataset(
+        dataset_id,
+        path,
+        manifest_hash,
+        manifest,
+        _counts(manifest),
+        class_weight,
+        settings.model_dump(mode="json"),
+        kept,
+        quarantined,
+        duplicates,
+    )
 
 
 def _deduplicate(items: list[ItemResult]) -> tuple[list[ItemResult], list[tuple[str, str]], list[Quarantined]]:
@@ -108,18 +124,47 @@ def _group_keys(items: list[ItemResult]) -> dict[str, str]:
     return {item.content_id: find(item.group or f"content:{item.content_id[:16]}") for item in items}
 
 
-def _manifest(items: list[ItemResult], groups: dict[str, str], splits: dict[str, str],
-              settings: PrepareSettings) -> pd.DataFrame:
+def _manifest(
+    items: list[ItemResult], groups: dict[str, str], splits: dict[str, str], settings: PrepareSettings
+) -> pd.DataFrame:
     rows = [
-        {"content_id": item.content_id, "source_uri": item.uri, "kind": item.kind, "label": item.label,
-         "group": groups[item.content_id], "split": splits[groups[item.content_id]],
-         "frame_index": frame.index, "time_s": frame.time_s, "frame_path": frame.path, "phash": frame.phash,
-         "width": item.width, "height": item.height, "resize_policy": settings.resize_policy,
-         "frame_size": settings.frame_size, "sample_weight": 1.0}
-        for item in items for frame in item.frames
+        {
+            "content_id": item.content_id,
+            "source_uri": item.uri,
+            "kind": item.kind,
+            "label": item.label,
+            "group": groups[item.content_id],
+            "split": splits[groups[item.content_id]],
+            "frame_index": frame.index,
+            "time_s": frame.time_s,
+            "frame_path": frame.path,
+            "phash": frame.phash,
+            "width": item.width,
+            "height": item.height,
+            "resize_policy": settings.resize_policy,
+            "frame_size": settings.frame_size,
+            "sample_weight": 1.0,
+        }
+        for item in items
+        for frame in item.frames
     ]
-    columns = ["content_id", "source_uri", "kind", "label", "group", "split", "frame_index", "time_s",
-               "frame_path", "phash", "width", "height", "resize_policy", "frame_size", "sample_weight"]
+    columns = [
+        "content_id",
+        "source_uri",
+        "kind",
+        "label",
+        "group",
+        "split",
+        "frame_index",
+        "time_s",
+        "frame_path",
+        "phash",
+        "width",
+        "height",
+        "resize_policy",
+        "frame_size",
+        "sample_weight",
+    ]
     frame = pd.DataFrame(rows, columns=columns)
     return frame.sort_values(["split", "content_id", "frame_index"], ignore_index=True)
 
@@ -142,7 +187,9 @@ def _balance(manifest: pd.DataFrame, settings: PrepareSettings) -> tuple[pd.Data
         rows = manifest[train & (manifest["label"] == label)]
         picks = rng.choice(len(rows), size=target, replace=target > count) if count != target else np.arange(count)
         parts.append(rows.iloc[np.sort(picks)])
-    balanced = pd.concat(parts, ignore_index=True).sort_values(["split", "content_id", "frame_index"], ignore_index=True)
+    balanced = pd.concat(parts, ignore_index=True).sort_values(
+        ["split", "content_id", "frame_index"], ignore_index=True
+    )
     return balanced, {0: 1.0, 1: 1.0}
 
 

@@ -6,11 +6,11 @@ Images and video frames share one decode -> resize -> JPEG path (pipeline.media.
 from __future__ import annotations
 
 import hashlib
-from contextlib import nullcontext
 import os
 import tempfile
 from collections.abc import Callable, Iterable
 from concurrent.futures import ProcessPoolExecutor
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -24,7 +24,6 @@ from pipeline.media.sniff import SNIFF_BYTES, sniff_kind
 from pipeline.media.video import extract_uniform_frames
 from pipeline.prepare.sources import SourceItem
 from pipeline.settings import PrepareSettings
-
 
 Progress = Callable[[int, int], None]
 
@@ -115,8 +114,9 @@ def _process_video(uri: str, data: bytes, result: ItemResult, settings: PrepareS
     result.frames = [_store_frame(f.rgb, result.content_id, f.index, f.time_s, settings, frames_dir) for f in frames]
 
 
-def _store_frame(rgb: np.ndarray, cid: str, index: int, time_s: float, settings: PrepareSettings,
-                 frames_dir: Path) -> FrameRecord:
+def _store_frame(
+    rgb: np.ndarray, cid: str, index: int, time_s: float, settings: PrepareSettings, frames_dir: Path
+) -> FrameRecord:
     square = resize_to_square(rgb, settings.frame_size, settings.resize_policy)
     path = frames_dir / cid[:2] / f"{cid}_{index:04d}.jpg"
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -124,8 +124,14 @@ def _store_frame(rgb: np.ndarray, cid: str, index: int, time_s: float, settings:
     return FrameRecord(str(path), index, time_s, str(imagehash.phash(Image.fromarray(square))))
 
 
-def process_items(items: Iterable[SourceItem], settings: PrepareSettings, frames_dir: Path, *,
-                  workers: int | None = None, on_progress: Progress | None = None) -> list[ItemResult]:
+def process_items(
+    items: Iterable[SourceItem],
+    settings: PrepareSettings,
+    frames_dir: Path,
+    *,
+    workers: int | None = None,
+    on_progress: Progress | None = None,
+) -> list[ItemResult]:
     """Process items on all cores (order preserved), reporting ``on_progress(done, total)``."""
     items = list(items)
     workers = workers or os.cpu_count() or 1

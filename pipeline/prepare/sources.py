@@ -13,8 +13,15 @@ import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
 Split = Literal["train", "val", "test"]
-_SPLIT_FOLDERS: dict[str, Split] = {"train": "train", "training": "train", "val": "val", "valid": "val",
-                                    "validation": "val", "test": "test", "testing": "test"}
+_SPLIT_FOLDERS: dict[str, Split] = {
+    "train": "train",
+    "training": "train",
+    "val": "val",
+    "valid": "val",
+    "validation": "val",
+    "test": "test",
+    "testing": "test",
+}
 LABELS_CSV = "labels.csv"
 
 

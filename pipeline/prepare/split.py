@@ -8,8 +8,9 @@ from collections import Counter, defaultdict
 from pipeline.prepare.sources import Split
 
 
-def assign_splits(group_labels: dict[str, Counter], hints: dict[str, Split], *, val_fraction: float,
-                  test_fraction: float, seed: int) -> dict[str, Split]:
+def assign_splits(
+    group_labels: dict[str, Counter], hints: dict[str, Split], *, val_fraction: float, test_fraction: float, seed: int
+) -> dict[str, Split]:
     """Map every group to one split.
 
     ``group_labels`` counts items per label in each group. Groups with a split hint

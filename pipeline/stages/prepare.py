@@ -61,8 +61,9 @@ def frames_dir(settings: Settings) -> Path:
 
 def process_batch(settings: Settings, workdir: str, items: list[dict], *, on_progress: Progress | None = None) -> str:
     """Process one batch of items on all cores and write its results file (named by its items)."""
-    results = process_items([SourceItem(**item) for item in items], settings.prepare, frames_dir(settings),
-                            on_progress=on_progress)
+    results = process_items(
+        [SourceItem(**item) for item in items], settings.prepare, frames_dir(settings), on_progress=on_progress
+    )
     batch = hashlib.sha256("\0".join(item["uri"] for item in items).encode()).hexdigest()[:16]
     path = Path(workdir) / f"results-{batch}.jsonl"
     path.write_text("".join(json.dumps(r.to_dict()) + "\n" for r in results))
@@ -72,14 +73,19 @@ def process_batch(settings: Settings, workdir: str, items: list[dict], *, on_pro
 def assemble(settings: Settings, store: ResultStore, workdir: str, source_uri: str) -> dict:
     """Build the dataset from every batch's results, write the manifest and record it in MongoDB."""
     folder = Path(workdir)
-    results = [ItemResult.from_dict(json.loads(line)) for path in sorted(folder.glob(RESULTS_GLOB))
-               for line in path.read_text().splitlines()]
+    results = [
+        ItemResult.from_dict(json.loads(line))
+        for path in sorted(folder.glob(RESULTS_GLOB))
+        for line in path.read_text().splitlines()
+    ]
     rejected = [Rejected(**r) for r in json.loads((folder / "rejected.json").read_text())]
     dataset = assemble_dataset(results, rejected, settings.prepare, settings.storage.root / "datasets")
     store.ensure_indexes()
-    store.record_dataset(_dataset_document(dataset, settings, source_uri),
-                         [_media_document(m) for m in dataset.media],
-                         [asdict(q) for q in dataset.quarantined])
+    store.record_dataset(
+        _dataset_document(dataset, settings, source_uri),
+        [_media_document(m) for m in dataset.media],
+        [asdict(q) for q in dataset.quarantined],
+    )
     return summary(dataset)
 
 
@@ -92,21 +98,45 @@ def run(settings: Settings, store: ResultStore, source_uri: str, *, on_progress:
 
 
 def summary(dataset: Dataset) -> dict:
-    return {"dataset_id": dataset.dataset_id, "manifest": str(dataset.manifest_path), **dataset.totals,
-            "splits": dataset.counts, "class_weight": {str(k): v for k, v in dataset.class_weight.items()},
-            "quarantine_reasons": sorted({q.reason for q in dataset.quarantined})}
+    return {
+        "dataset_id": dataset.dataset_id,
+        "manifest": str(dataset.manifest_path),
+        **dataset.totals,
+        "splits": dataset.counts,
+        "class_weight": {str(k): v for k, v in dataset.class_weight.items()},
+        "quarantine_reasons": sorted({q.reason for q in dataset.quarantined}),
+    }
 
 
 def _dataset_document(dataset: Dataset, settings: Settings, source_uri: str) -> dict:
-    return {"_id": dataset.dataset_id, "source_uri": source_uri, "manifest_path": str(dataset.manifest_path),
-            "manifest_hash": dataset.manifest_hash, "config": dataset.config, "config_hash": settings.config_hash(),
-            "counts": dataset.counts, "totals": dataset.totals,
-            "class_weight": {str(k): v for k, v in dataset.class_weight.items()},
-            "resize_policy": settings.prepare.resize_policy, "frame_size": settings.prepare.frame_size,
-            "frames_per_video": settings.prepare.frames_per_video}
+    return {
+        "_id": dataset.dataset_id,
+        "source_uri": source_uri,
+        "manifest_path": str(dataset.manifest_path),
+        "manifest_hash": dataset.manifest_hash,
+        "config": dataset.config,
+        "config_hash": settings.config_hash(),
+        "counts": dataset.counts,
+        "totals": dataset.totals,
+        "class_weight": {str(k): v for k, v in dataset.class_weight.items()},
+        "resize_policy": settings.prepare.resize_policy,
+        "frame_size": settings.prepare.frame_size,
+        "frames_per_video": settings.prepare.frames_per_video,
+    }
 
 
 def _media_document(item: ItemResult) -> dict:
-    return {"content_id": item.content_id, "uri": item.uri, "kind": item.kind, "label": item.label,
-            "group": item.group, "duration_s": item.duration_s, "fps": item.fps, "width": item.width,
-            "height": item.height, "frames_extracted": len(item.frames), "steps": item.steps, "status": "kept"}
+    return {
+        "content_id": item.content_id,
+        "uri": item.uri,
+        "kind": item.kind,
+        "label": item.label,
+        "group": item.group,
+        "duration_s": item.duration_s,
+        "fps": item.fps,
+        "width": item.width,
+        "height": item.height,
+        "frames_extracted": len(item.frames),
+        "steps": item.steps,
+        "status": "kept",
+    }

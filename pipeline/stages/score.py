@@ -43,8 +43,7 @@ def list_incoming(settings: Settings) -> list[str]:
     if not fs.exists(root):
         fs.makedirs(root, exist_ok=True)
         return []
-    return [fs.unstrip_protocol(p) for p in sorted(fs.find(root))
-            if not os.path.basename(p).startswith(".")]
+    return [fs.unstrip_protocol(p) for p in sorted(fs.find(root)) if not os.path.basename(p).startswith(".")]
 
 
 def unscored(settings: Settings, store: ResultStore) -> list[str]:
@@ -64,7 +63,9 @@ def unscored(settings: Settings, store: ResultStore) -> list[str]:
 def load_champion(settings: Settings) -> LoadedModel:
     ref = tracking.champion(settings)
     if ref is None:
-        raise NoModelError(f"no '{tracking.CHAMPION}' version of {settings.mlflow.registered_model}: train a model first")
+        raise NoModelError(
+            f"no '{tracking.CHAMPION}' version of {settings.mlflow.registered_model}: train a model first"
+        )
     return LoadedModel(load_bundle(tracking.download_bundle(ref)), ref)
 
 
@@ -78,10 +79,20 @@ def score_uri(uri: str, loaded: LoadedModel, settings: Settings, store: ResultSt
         store.link_source(content_id, uri)
         return {"uri": uri, "content_id": content_id, "status": "already_scored"}
     timings = {"read": time.perf_counter() - started}
-    document = {"_id": content_id, "content_id": content_id, "source_uri": uri, "kind": sniff_kind(data[:32]),
-                "size_bytes": len(data), "config_hash": settings.config_hash(),
-                "model": {"name": loaded.ref.name, "version": loaded.ref.version, "run_id": loaded.ref.run_id,
-                          "dataset_id": loaded.bundle.metadata.get("dataset_id")}}
+    document = {
+        "_id": content_id,
+        "content_id": content_id,
+        "source_uri": uri,
+        "kind": sniff_kind(data[:32]),
+        "size_bytes": len(data),
+        "config_hash": settings.config_hash(),
+        "model": {
+            "name": loaded.ref.name,
+            "version": loaded.ref.version,
+            "run_id": loaded.ref.run_id,
+            "dataset_id": loaded.bundle.metadata.get("dataset_id"),
+        },
+    }
     try:
         document |= _score_content(uri, data, document["kind"], loaded.bundle, settings, timings)
         document["status"] = "scored"
@@ -90,13 +101,19 @@ def score_uri(uri: str, loaded: LoadedModel, settings: Settings, store: ResultSt
     document["timings_s"] = {**timings, "total": time.perf_counter() - started}
     document["scored_at"] = datetime.now(UTC)
     store.record_verdict(document)
-    return {"uri": uri, "content_id": content_id, "status": document["status"],
-            "verdict": document.get("verdict"), "probability": document.get("probability"),
-            "reason": document.get("reason")}
+    return {
+        "uri": uri,
+        "content_id": content_id,
+        "status": document["status"],
+        "verdict": document.get("verdict"),
+        "probability": document.get("probability"),
+        "reason": document.get("reason"),
+    }
 
 
-def _score_content(uri: str, data: bytes, kind: str, bundle: ModelBundle, settings: Settings,
-                   timings: dict[str, float]) -> dict:
+def _score_content(
+    uri: str, data: bytes, kind: str, bundle: ModelBundle, settings: Settings, timings: dict[str, float]
+) -> dict:
     meta = bundle.metadata
     size, policy = bundle.frame_size, meta["resize_policy"]
     started = time.perf_counter()
@@ -110,8 +127,9 @@ def _score_content(uri: str, data: bytes, kind: str, bundle: ModelBundle, settin
             if temp is not None:
                 temp.write(data)
                 temp.flush()
-            info, extracted = extract_uniform_frames(local or temp.name, meta["frames_per_video"],
-                                                     timeout_s=settings.prepare.ffmpeg_timeout_s)
+            info, extracted = extract_uniform_frames(
+                local or temp.name, meta["frames_per_video"], timeout_s=settings.prepare.ffmpeg_timeout_s
+            )
         duration = info.duration_s
         frames = [resize_to_square(f.rgb, size, policy) for f in extracted]
         times = [f.time_s for f in extracted]
@@ -123,10 +141,18 @@ def _score_content(uri: str, data: bytes, kind: str, bundle: ModelBundle, settin
     timings["infer"] = time.perf_counter() - started
     probability = aggregate(probs, settings.score.aggregation)
     calibration = bundle.calibration
-    return {"verdict": calibration.verdict(probability), "probability": probability,
-            "aggregation": settings.score.aggregation, "duration_s": duration, "frame_count": len(frames),
-            "bands": {"real_below": calibration.real_below, "fake_from": calibration.fake_from},
-            "frames": [{"index": i, "time_s": t, "probability": float(p)} for i, (t, p) in enumerate(zip(times, probs))]}
+    return {
+        "verdict": calibration.verdict(probability),
+        "probability": probability,
+        "aggregation": settings.score.aggregation,
+        "duration_s": duration,
+        "frame_count": len(frames),
+        "bands": {"real_below": calibration.real_below, "fake_from": calibration.fake_from},
+        "frames": [
+            {"index": i, "time_s": t, "probability": float(p)}
+            for i, (t, p) in enumerate(zip(times, probs, strict=True))
+        ],
+    }
 
 
 def run(settings: Settings, store: ResultStore) -> list[dict]:

@@ -28,8 +28,9 @@ class NoDatasetError(LookupError):
 def resolve_dataset(store: ResultStore, dataset_id: str | None) -> dict:
     dataset = store.dataset(dataset_id) if dataset_id else store.latest_dataset()
     if dataset is None:
-        raise NoDatasetError(f"dataset {dataset_id!r} not found" if dataset_id else
-                             "no prepared dataset: run the prepare stage first")
+        raise NoDatasetError(
+            f"dataset {dataset_id!r} not found" if dataset_id else "no prepared dataset: run the prepare stage first"
+        )
     return dataset
 
 
@@ -38,8 +39,11 @@ def split_logits(bundle_or_model, manifest: pd.DataFrame, split: str, batch_size
     rows = manifest[manifest["split"] == split]
     model = bundle_or_model.model if isinstance(bundle_or_model, ModelBundle) else bundle_or_model
     dataset = frame_dataset(rows, batch_size=batch_size, training=False, seed=0)
-    logits = np.concatenate([np.asarray(model.predict_on_batch(x)).reshape(-1) for x, _ in dataset]) if len(rows) \
+    logits = (
+        np.concatenate([np.asarray(model.predict_on_batch(x)).reshape(-1) for x, _ in dataset])
+        if len(rows)
         else np.zeros(0)
+    )
     return logits, rows["label"].to_numpy()
 
 
@@ -50,12 +54,18 @@ def run(settings: Settings, store: ResultStore, *, dataset_id: str | None = None
     model_settings = settings.model
     started = time.perf_counter()
     workdir = Path(tempfile.mkdtemp(prefix="train-", dir=_ensure(settings.storage.root / "runs")))
-    with tracking.training_run(settings, dataset=dataset, run_name=f"{model_settings.backbone}-{dataset['_id']}") as run_id:
+    with tracking.training_run(
+        settings, dataset=dataset, run_name=f"{model_settings.backbone}-{dataset['_id']}"
+    ) as run_id:
         epochs_before = {HEAD: 0, "fine_tune": model_settings.head_epochs}
         outcome = train_two_phase(
-            manifest, model_settings, workdir=workdir, seed=settings.prepare.seed,
+            manifest,
+            model_settings,
+            workdir=workdir,
+            seed=settings.prepare.seed,
             on_epoch=lambda phase, epoch, logs: tracking.log_metrics(
-                logs, step=epochs_before[phase] + epoch, prefix=f"{phase}_"),
+                logs, step=epochs_before[phase] + epoch, prefix=f"{phase}_"
+            ),
         )
         val_logits, val_labels = split_logits(outcome.model, manifest, "val", model_settings.batch_size)
         calibration = fit_calibration(val_logits, val_labels, max_fpr_real=model_settings.max_fpr_real)
@@ -72,19 +82,28 @@ def run(settings: Settings, store: ResultStore, *, dataset_id: str | None = None
         promoted, rule = _promote_if_better(settings, ref, metrics, manifest)
         tracking.log_dict({"rule": rule, "promoted": promoted}, "promotion.json")
         document = {
-            "_id": run_id, "model": {"name": ref.name, "version": ref.version}, "dataset_id": dataset["_id"],
-            "manifest_hash": dataset["manifest_hash"], "config_hash": settings.config_hash(),
-            "backbone": model_settings.backbone, "image_size": model_settings.image_size, "metrics": metrics,
-            "calibration": calibration.to_dict(), "unfrozen_blocks": outcome.unfrozen_blocks,
+            "_id": run_id,
+            "model": {"name": ref.name, "version": ref.version},
+            "dataset_id": dataset["_id"],
+            "manifest_hash": dataset["manifest_hash"],
+            "config_hash": settings.config_hash(),
+            "backbone": model_settings.backbone,
+            "image_size": model_settings.image_size,
+            "metrics": metrics,
+            "calibration": calibration.to_dict(),
+            "unfrozen_blocks": outcome.unfrozen_blocks,
             "seconds": {**outcome.seconds, "total": time.perf_counter() - started},
-            "promoted": promoted, "promotion_rule": rule, "tracking_uri": tracking.configure(settings),
+            "promoted": promoted,
+            "promotion_rule": rule,
+            "tracking_uri": tracking.configure(settings),
         }
         store.record_training_run(document)
     return document
 
 
-def _promote_if_better(settings: Settings, ref: tracking.ModelRef, metrics: dict,
-                       manifest: pd.DataFrame) -> tuple[bool, str]:
+def _promote_if_better(
+    settings: Settings, ref: tracking.ModelRef, metrics: dict, manifest: pd.DataFrame
+) -> tuple[bool, str]:
     """Move ``champion`` to the new version only if it beats the champion on this same test set."""
     current = tracking.champion(settings)
     new_score = metrics.get(PROMOTION_METRIC, float("nan"))
@@ -93,10 +112,13 @@ def _promote_if_better(settings: Settings, ref: tracking.ModelRef, metrics: dict
         return True, "no champion yet: the first model becomes champion"
     champion = load_bundle(tracking.download_bundle(current))
     logits, labels = split_logits(champion, manifest, "test", settings.model.batch_size)
-    old_score = binary_metrics(labels, champion.calibration.probability(logits),
-                               champion.calibration.threshold).get(PROMOTION_METRIC, float("nan"))
-    rule = (f"test {PROMOTION_METRIC} of v{ref.version} = {new_score:.4f} vs champion v{current.version} = "
-            f"{old_score:.4f} on the same test split; promote only if strictly higher")
+    old_score = binary_metrics(labels, champion.calibration.probability(logits), champion.calibration.threshold).get(
+        PROMOTION_METRIC, float("nan")
+    )
+    rule = (
+        f"test {PROMOTION_METRIC} of v{ref.version} = {new_score:.4f} vs champion v{current.version} = "
+        f"{old_score:.4f} on the same test split; promote only if strictly higher"
+    )
     if new_score > old_score or np.isnan(old_score):
         tracking.promote(ref, reason=rule)
         return True, rule
@@ -104,13 +126,17 @@ def _promote_if_better(settings: Settings, ref: tracking.ModelRef, metrics: dict
 
 
 def _bundle_metadata(settings: Settings, dataset: dict) -> dict:
-    return {"backbone": settings.model.backbone, "image_size": settings.model.image_size,
-            "frame_size": dataset["frame_size"], "resize_policy": dataset["resize_policy"],
-            "frames_per_video": dataset["frames_per_video"], "dataset_id": dataset["_id"],
-            "config_hash": settings.config_hash()}
+    return {
+        "backbone": settings.model.backbone,
+        "image_size": settings.model.image_size,
+        "frame_size": dataset["frame_size"],
+        "resize_policy": dataset["resize_policy"],
+        "frames_per_video": dataset["frames_per_video"],
+        "dataset_id": dataset["_id"],
+        "config_hash": settings.config_hash(),
+    }
 
 
 def _ensure(path: Path) -> Path:
     path.mkdir(parents=True, exist_ok=True)
     return path
-

@@ -23,19 +23,42 @@ pytestmark = pytest.mark.slow
 
 def test_dag_chain_end_to_end(settings, mongo_uri, synthetic_source, tmp_path):
     database = "dag_chain"
-    env = {**os.environ, **airflow_environment(project_root=PROJECT_ROOT, airflow_home=tmp_path / "airflow",
-                                               mongo_uri=mongo_uri, database=database)}
+    env = {
+        **os.environ,
+        **airflow_environment(
+            project_root=PROJECT_ROOT, airflow_home=tmp_path / "airflow", mongo_uri=mongo_uri, database=database
+        ),
+    }
     env["MEDIACHECK_MONGO__DATABASE"] = database
-    subprocess.run([str(PROJECT_ROOT / ".venv" / "bin" / "airflow"), "db", "migrate"], env=env, check=True,
-                   capture_output=True, timeout=300)
+    subprocess.run(
+        [str(PROJECT_ROOT / ".venv" / "bin" / "airflow"), "db", "migrate"],
+        env=env,
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
     dropped = drop_incoming(tmp_path / "incoming")
     conf = json.dumps({"source_uri": str(synthetic_source.root), "frames_per_video": 3})
-    run = subprocess.run([sys.executable, str(PROJECT_ROOT / "scripts" / "run_dags.py"),
-                          "prepare_dataset", conf, "train_detector", "{}", "score_incoming", "{}"],
-                         env=env, capture_output=True, text=True, timeout=900)
+    run = subprocess.run(
+        [
+            sys.executable,
+            str(PROJECT_ROOT / "scripts" / "run_dags.py"),
+            "prepare_dataset",
+            conf,
+            "train_detector",
+            "{}",
+            "score_incoming",
+            "{}",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-5000:]
-    assert [line.split(":")[1].split()[0] for line in run.stdout.splitlines() if line.startswith("DAG ")] == \
-        ["success"] * 3
+    assert [line.split(":")[1].split()[0] for line in run.stdout.splitlines() if line.startswith("DAG ")] == [
+        "success"
+    ] * 3
 
     store = ResultStore.from_uri(mongo_uri, database=database)
     dataset = store.latest_dataset()

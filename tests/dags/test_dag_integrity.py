@@ -27,11 +27,20 @@ print(json.dumps({"dags": sorted(bag.dag_ids), "errors": {k: str(v) for k, v in 
 
 @pytest.fixture(scope="module")
 def parsed(tmp_path_factory):
-    env = {**os.environ, "AIRFLOW_HOME": str(tmp_path_factory.mktemp("airflow")),
-           "AIRFLOW__CORE__PLUGINS_FOLDER": str(PROJECT_ROOT / "plugins"),
-           "AIRFLOW__CORE__LOAD_EXAMPLES": "False"}
-    result = subprocess.run([sys.executable, "-c", _PARSE, str(PROJECT_ROOT / "dags")], env=env,
-                            capture_output=True, text=True, timeout=300, check=True)
+    env = {
+        **os.environ,
+        "AIRFLOW_HOME": str(tmp_path_factory.mktemp("airflow")),
+        "AIRFLOW__CORE__PLUGINS_FOLDER": str(PROJECT_ROOT / "plugins"),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+    }
+    result = subprocess.run(
+        [sys.executable, "-c", _PARSE, str(PROJECT_ROOT / "dags")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
+    )
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
@@ -48,8 +57,9 @@ def test_parsing_dags_imports_no_heavy_library(parsed):
 def test_dag_files_only_wire(path: Path):
     tree = ast.parse(path.read_text())
     top_imports = [n for n in tree.body if isinstance(n, ast.Import | ast.ImportFrom)]
-    names = [a.name for n in top_imports for a in n.names] + [n.module or "" for n in top_imports
-                                                                if isinstance(n, ast.ImportFrom)]
+    names = [a.name for n in top_imports for a in n.names] + [
+        n.module or "" for n in top_imports if isinstance(n, ast.ImportFrom)
+    ]
     assert not any(name.startswith(HEAVY) for name in names)
     assert len(path.read_text().splitlines()) <= 100
 
@@ -58,7 +68,12 @@ def test_pipeline_package_never_imports_airflow():
     offenders = []
     for path in (PROJECT_ROOT / "pipeline").rglob("*.py"):
         for node in ast.walk(ast.parse(path.read_text())):
-            modules = [a.name for a in node.names] if isinstance(node, ast.Import) else \
-                [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            modules = (
+                [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else [node.module or ""]
+                if isinstance(node, ast.ImportFrom)
+                else []
+            )
             offenders += [f"{path.name}: {m}" for m in modules if m.split(".")[0] == "airflow"]
     assert offenders == []

@@ -15,8 +15,12 @@ def _encode(image: Image.Image, fmt: str, **kwargs) -> bytes:
     return buffer.getvalue()
 
 
-@given(height=st.integers(1, 300), width=st.integers(1, 300), size=st.sampled_from([32, 64, 256]),
-       policy=st.sampled_from(["squash", "letterbox", "center_crop"]))
+@given(
+    height=st.integers(1, 300),
+    width=st.integers(1, 300),
+    size=st.sampled_from([32, 64, 256]),
+    policy=st.sampled_from(["squash", "letterbox", "center_crop"]),
+)
 @settings(max_examples=60, deadline=None)
 def test_every_policy_gives_a_square_of_the_requested_size(height, width, size, policy):
     image = np.random.default_rng(0).integers(0, 255, (height, width, 3), dtype=np.uint8)
@@ -54,10 +58,13 @@ def test_exif_rotation_is_applied():
     assert rgb.shape == (40, 20, 3) and steps == ["exif_rotated"]
 
 
-@pytest.mark.parametrize("data, reason", [
-    (b"", "empty file"),
-    (b"\xff\xd8\xff\xe0 truncated jpeg", "undecodable image"),
-])
+@pytest.mark.parametrize(
+    "data, reason",
+    [
+        (b"", "empty file"),
+        (b"\xff\xd8\xff\xe0 truncated jpeg", "undecodable image"),
+    ],
+)
 def test_bad_bytes_give_a_reason(data, reason):
     with pytest.raises(MediaError, match=reason):
         decode_image(data)

@@ -19,8 +19,9 @@ def test_uniform_frames_are_spread_over_the_clip(clip):
 
 
 def test_short_clip_yields_no_more_frames_than_it_has(make_clip):
-    one = make_clip("one.mp4", "-f", "lavfi", "-i", "testsrc=size=32x32:rate=25", "-frames:v", "1",
-                    "-pix_fmt", "yuv420p")
+    one = make_clip(
+        "one.mp4", "-f", "lavfi", "-i", "testsrc=size=32x32:rate=25", "-frames:v", "1", "-pix_fmt", "yuv420p"
+    )
     _, frames = extract_uniform_frames(str(one), 32, timeout_s=30)
     assert len(frames) == 1
 

@@ -27,7 +27,13 @@ def test_bands_respect_the_false_positive_budget():
 
 def test_verdict_bands():
     calibration = Calibration(1.0, 0.5, 0.3, 0.7)
-    assert [calibration.verdict(p) for p in (0.1, 0.3, 0.5, 0.7, 0.9)] == ["real", "uncertain", "uncertain", "fake", "fake"]
+    assert [calibration.verdict(p) for p in (0.1, 0.3, 0.5, 0.7, 0.9)] == [
+        "real",
+        "uncertain",
+        "uncertain",
+        "fake",
+        "fake",
+    ]
 
 
 def test_single_class_validation_falls_back_to_identity():

@@ -27,9 +27,16 @@ def test_two_phases_train_and_improve(settings, store, synthetic_source, tmp_pat
     summary = prepare.run(settings, store, str(synthetic_source.root))
     manifest = pd.read_parquet(summary["manifest"])
     seen = []
-    outcome = train_two_phase(manifest, settings.model, workdir=tmp_path, seed=0,
-                              on_epoch=lambda phase, epoch, logs: seen.append((phase, epoch, logs["loss"])))
-    assert [p for p, _, _ in seen] == [HEAD] * settings.model.head_epochs + [FINE_TUNE] * settings.model.fine_tune_epochs
+    outcome = train_two_phase(
+        manifest,
+        settings.model,
+        workdir=tmp_path,
+        seed=0,
+        on_epoch=lambda phase, epoch, logs: seen.append((phase, epoch, logs["loss"])),
+    )
+    assert [p for p, _, _ in seen] == [HEAD] * settings.model.head_epochs + [
+        FINE_TUNE
+    ] * settings.model.fine_tune_epochs
     assert set(outcome.history) == {HEAD, FINE_TUNE} and outcome.unfrozen_blocks == ["top"]
     losses = [loss for _, _, loss in seen]
     assert min(losses[1:]) < losses[0]

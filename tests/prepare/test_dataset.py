@@ -36,8 +36,21 @@ def messy_source(tmp_path, synthetic_source):
     (real / "empty.jpg").write_bytes(b"")
     (fake / "notes.mp4").write_text("text renamed to .mp4")
     (fake / "broken.mp4").write_bytes((real / "clip.mp4").read_bytes()[:500])
-    subprocess.run([ffmpeg_exe(), "-loglevel", "error", "-f", "lavfi", "-i", "sine=duration=1", "-c:a", "aac",
-                    str(fake / "voice.mp4")], check=True)
+    subprocess.run(
+        [
+            ffmpeg_exe(),
+            "-loglevel",
+            "error",
+            "-f",
+            "lavfi",
+            "-i",
+            "sine=duration=1",
+            "-c:a",
+            "aac",
+            str(fake / "voice.mp4"),
+        ],
+        check=True,
+    )
     unreadable = real / "locked.jpg"
     unreadable.write_bytes(_jpeg(999))
     unreadable.chmod(0)

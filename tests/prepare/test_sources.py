@@ -19,8 +19,9 @@ def test_class_folders_with_split_folders(tmp_path):
     items, rejected = discover(str(tmp_path), LABELS)
     found = {os.path.relpath(i.uri, tmp_path): (i.label, i.split) for i in items}
     assert found == {"train/REAL/a.jpg": (0, "train"), "train/FAKE/b.jpg": (1, "train"), "test/REAL/c.jpg": (0, "test")}
-    assert [r.reason for r in rejected] == ["no label: no enclosing folder is in the label map "
-                                            "['0', '1', 'ai', 'fake', 'real']"]
+    assert [r.reason for r in rejected] == [
+        "no label: no enclosing folder is in the label map ['0', '1', 'ai', 'fake', 'real']"
+    ]
 
 
 def test_unicode_and_spaced_names_are_found(tmp_path):
@@ -42,12 +43,15 @@ def test_symlink_escaping_the_source_is_rejected(tmp_path):
 def test_kaggle_csv_with_groups_and_bad_rows(tmp_path):
     _touch(tmp_path / "imgs" / "a.jpg")
     _touch(tmp_path / "imgs" / "b.jpg")
-    (tmp_path / "labels.csv").write_text("file_name,label,group\nimgs/a.jpg,0,g1\nimgs/b.jpg,1,g1\n"
-                                         "imgs/missing.jpg,1,\nimgs/a.jpg,maybe,\n")
+    (tmp_path / "labels.csv").write_text(
+        "file_name,label,group\nimgs/a.jpg,0,g1\nimgs/b.jpg,1,g1\nimgs/missing.jpg,1,\nimgs/a.jpg,maybe,\n"
+    )
     items, rejected = discover(str(tmp_path), LABELS)
     assert [(os.path.basename(i.uri), i.label, i.group) for i in items] == [("a.jpg", 0, "g1"), ("b.jpg", 1, "g1")]
-    assert [r.reason for r in rejected] == ["labels.csv line 4: file does not exist",
-                                            "labels.csv line 5: label 'maybe' is not 0 or 1"]
+    assert [r.reason for r in rejected] == [
+        "labels.csv line 4: file does not exist",
+        "labels.csv line 5: label 'maybe' is not 0 or 1",
+    ]
 
 
 def test_csv_without_required_columns_is_a_clear_error(tmp_path):

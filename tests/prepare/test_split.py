@@ -5,8 +5,12 @@ from hypothesis import strategies as st
 
 from pipeline.prepare.split import assign_splits
 
-group_sizes = st.dictionaries(st.text("abcdef", min_size=1, max_size=6),
-                              st.tuples(st.integers(0, 5), st.integers(0, 5)).filter(sum), min_size=1, max_size=60)
+group_sizes = st.dictionaries(
+    st.text("abcdef", min_size=1, max_size=6),
+    st.tuples(st.integers(0, 5), st.integers(0, 5)).filter(sum),
+    min_size=1,
+    max_size=60,
+)
 
 
 def _labels(sizes):

@@ -26,8 +26,9 @@ def world(tmp_path_factory, mongo_uri, synthetic_source):
         settings = isolate(monkeypatch, root)
         store = ResultStore.from_uri(mongo_uri, database="e2e")
         prepare.run(settings, store, str(synthetic_source.root))
-        yield SimpleNamespace(settings=settings, store=store, trained=train.run(settings, store), root=root,
-                              monkeypatch=monkeypatch)
+        yield SimpleNamespace(
+            settings=settings, store=store, trained=train.run(settings, store), root=root, monkeypatch=monkeypatch
+        )
         store.client.drop_database("e2e")
     get_settings.cache_clear()
 
@@ -37,7 +38,8 @@ def test_training_is_tracked_registered_and_recorded(world):
     run = mlflow.get_run(trained["_id"])
     assert run.data.params["model.backbone"] == "efficientnet_lite0"
     assert {"test_accuracy", "test_roc_auc", "head_loss", "fine_tune_loss", "calibration_temperature"} <= set(
-        run.data.metrics)
+        run.data.metrics
+    )
     artifacts = {a.path for a in mlflow.MlflowClient().list_artifacts(run.info.run_id, "plots")}
     assert {"plots/roc_curve.png", "plots/reliability.png", "plots/confusion_matrix.png"} <= artifacts
     assert run.data.tags["dataset_id"] == trained["dataset_id"]
@@ -63,8 +65,10 @@ def test_scoring_writes_one_verdict_per_item_with_lineage(world):
     shutil.copy(incoming / "coffee-fake.mp4", incoming / "renamed copy.mp4")
     assert score.unscored(settings, store) == []
     assert store.count(VERDICTS) == len(dropped)
-    assert any(s.endswith("renamed%20copy.mp4") or s.endswith("renamed copy.mp4")
-               for s in store.find_verdict(video["_id"])["sources"])
+    assert any(
+        s.endswith("renamed%20copy.mp4") or s.endswith("renamed copy.mp4")
+        for s in store.find_verdict(video["_id"])["sources"]
+    )
 
 
 def test_cli_scores_lists_and_shows_verdicts(world, mongo_uri, tmp_path):
