@@ -87,3 +87,15 @@ def test_cli_scores_lists_and_shows_verdicts(world, mongo_uri, tmp_path):
     content_id = store.list_verdicts()[0]["_id"]
     shown = runner.invoke(app, ["verdicts", "show", content_id[:10]])
     assert shown.exit_code == 0 and '"frames"' in shown.output and content_id in shown.output
+
+
+def test_scoring_from_an_s3_bucket(world, s3_bucket, tmp_path):
+    storage = world.settings.storage.model_copy(update={"incoming_uri": f"s3://{s3_bucket.name}/incoming"})
+    settings = world.settings.model_copy(update={"storage": storage})
+    media = [p for p in drop_incoming(tmp_path, seed=5) if p.name != "notes.mp4"][-3:]
+    for path in media:
+        s3_bucket.client.upload_file(str(path), s3_bucket.name, f"incoming/{path.name}")
+    results = score.run(settings, world.store)
+    assert sorted(r["uri"] for r in results) == sorted(f"s3://{s3_bucket.name}/incoming/{p.name}" for p in media)
+    assert all(r["status"] == "scored" for r in results), results
+    assert score.unscored(settings, world.store) == []
