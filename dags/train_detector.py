@@ -41,7 +41,7 @@ PARAMS = {"dataset_id": DATASET_ID, **{k: Param(**v) for k, v in trigger_form(ge
     params=PARAMS,
 )
 def train_detector():
-    @task(outlets=[MODEL])
+    @task(outlets=[MODEL], queue=get_settings().model.queue)
     def train(params: dict | None = None) -> dict:
         from mediacheck_hooks import result_store
 

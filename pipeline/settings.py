@@ -83,6 +83,7 @@ class ModelSettings(_Section):
     )
     dropout: float = Field(0.2, ge=0, lt=1)
     early_stopping_patience: int = Field(3, ge=1)
+    queue: str = Field("default", description="Executor queue for training ('gpu' for GPU workers).")
     max_fpr_real: float = Field(0.05, gt=0, lt=0.5, description="Share of real media allowed in the 'fake' band.")
 
 
