@@ -51,7 +51,12 @@ class MlflowSettings(_Section):
 
 
 class PrepareSettings(_Section):
+    frame_sampling: Literal["uniform", "fps", "keyframes"] = Field(
+        "uniform", description="uniform: frames_per_video evenly spaced; fps: sample_fps per second; keyframes only."
+    )
     frames_per_video: int = Field(32, ge=1, le=1024, description="Frames sampled uniformly from each video.")
+    sample_fps: float = Field(1.0, gt=0, le=60, description="Frames per second in 'fps' sampling.")
+    max_frames_per_video: int = Field(256, ge=1, le=10_000, description="Cap on frames taken from one video.")
     frame_size: int = Field(256, ge=32, le=1024, description="Stored frames are square, this many pixels.")
     resize_policy: ResizePolicy = Field("letterbox", description="How frames become square: pad, crop or warp.")
     balance: BalancePolicy = Field("class_weight", description="Class balancing of the training split.")

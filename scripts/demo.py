@@ -39,6 +39,7 @@ def main() -> int:
     dropped = drop_incoming(incoming)
     console.print(f"    dropped {len(dropped)} files into the watched folder {incoming}")
     with mongo_uri(settings.mongo.uri, root / "mongo") as uri:
+        os.environ.setdefault("AIRFLOW__LOGGING__LOGGING_LEVEL", "WARNING")  # keep the demo's output readable
         os.environ.update(
             airflow_environment(
                 project_root=PROJECT_ROOT,

@@ -7,10 +7,8 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 from collections.abc import Callable, Iterable
 from concurrent.futures import ProcessPoolExecutor
-from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -21,7 +19,7 @@ from PIL import Image
 
 from pipeline.media.images import MediaError, decode_image, encode_jpeg, resize_to_square
 from pipeline.media.sniff import SNIFF_BYTES, sniff_kind
-from pipeline.media.video import extract_uniform_frames
+from pipeline.media.video import extract_frames_from
 from pipeline.prepare.sources import SourceItem
 from pipeline.settings import PrepareSettings
 
@@ -100,14 +98,15 @@ def _process_image(data: bytes, result: ItemResult, settings: PrepareSettings, f
 
 
 def _process_video(uri: str, data: bytes, result: ItemResult, settings: PrepareSettings, frames_dir: Path) -> None:
-    local = uri if os.path.exists(uri) else None
-    with tempfile.NamedTemporaryFile(suffix=".media") if local is None else nullcontext() as temp:
-        if temp is not None:  # remote object: FFmpeg needs a local file
-            temp.write(data)
-            temp.flush()
-        info, frames = extract_uniform_frames(
-            local or temp.name, settings.frames_per_video, timeout_s=settings.ffmpeg_timeout_s
-        )
+    info, frames = extract_frames_from(
+        uri,
+        data,
+        mode=settings.frame_sampling,
+        count=settings.frames_per_video,
+        fps=settings.sample_fps,
+        max_frames=settings.max_frames_per_video,
+        timeout_s=settings.ffmpeg_timeout_s,
+    )
     result.width, result.height, result.duration_s, result.fps = info.width, info.height, info.duration_s, info.fps
     if info.rotation:
         result.steps.append(f"rotated_{info.rotation}")

@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 import time
-from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -21,7 +19,7 @@ from pipeline import tracking
 from pipeline.aggregate import aggregate
 from pipeline.media.images import MediaError, decode_image, resize_to_square
 from pipeline.media.sniff import sniff_kind
-from pipeline.media.video import extract_uniform_frames
+from pipeline.media.video import extract_frames_from
 from pipeline.model.bundle import ModelBundle, load_bundle
 from pipeline.settings import Settings
 from pipeline.store import ResultStore
@@ -122,14 +120,9 @@ def _score_content(
         rgb, _ = decode_image(data)
         frames, times = [resize_to_square(rgb, size, policy)], [0.0]
     elif kind == "video":
-        local = uri.removeprefix("file://") if os.path.exists(uri.removeprefix("file://")) else None
-        with tempfile.NamedTemporaryFile(suffix=".media") if local is None else nullcontext() as temp:
-            if temp is not None:
-                temp.write(data)
-                temp.flush()
-            info, extracted = extract_uniform_frames(
-                local or temp.name, meta["frames_per_video"], timeout_s=settings.prepare.ffmpeg_timeout_s
-            )
+        info, extracted = extract_frames_from(
+            uri, data, count=meta["frames_per_video"], timeout_s=settings.prepare.ffmpeg_timeout_s
+        )
         duration = info.duration_s
         frames = [resize_to_square(f.rgb, size, policy) for f in extracted]
         times = [f.time_s for f in extracted]
