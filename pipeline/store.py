@@ -10,10 +10,13 @@ import hashlib
 from datetime import UTC, datetime
 from typing import Any
 
-from pymongo import ASCENDING, DESCENDING, MongoClient, UpdateOne
+from pymongo import ASCENDING, DESCENDING, MongoClient
+from pymongo.collection import Collection
 from pymongo.database import Database
+from pymongo.errors import BulkWriteError
 
 MEDIA, DATASETS, QUARANTINE, TRAINING_RUNS, VERDICTS = "media", "datasets", "quarantine", "training_runs", "verdicts"
+DUPLICATE_KEY = 11000
 
 
 class ResultStore:
@@ -29,7 +32,7 @@ class ResultStore:
 
     def ensure_indexes(self) -> None:
         """Create the indexes the common queries need (idempotent)."""
-        self.db[MEDIA].create_index([("dataset_ids", ASCENDING)])
+        self.db[MEDIA].create_index([("kind", ASCENDING), ("label", ASCENDING)])
         self.db[DATASETS].create_index([("created_at", DESCENDING)])
         self.db[QUARANTINE].create_index([("dataset_id", ASCENDING)])
         self.db[TRAINING_RUNS].create_index([("created_at", DESCENDING)])
@@ -43,37 +46,21 @@ class ResultStore:
     def record_dataset(
         self, document: dict[str, Any], media: list[dict[str, Any]], quarantined: list[dict[str, Any]]
     ) -> None:
-        """Store a dataset version with its source media and quarantined inputs."""
-        dataset_id = document["_id"]
-        now = _now()
-        if media:
-            self.db[MEDIA].bulk_write(
-                [
-                    UpdateOne(
-                        {"_id": m["content_id"]},
-                        {
-                            "$set": {k: v for k, v in m.items() if k != "content_id"},
-                            "$addToSet": {"dataset_ids": dataset_id},
-                            "$setOnInsert": {"created_at": now},
-                        },
-                        upsert=True,
-                    )
-                    for m in media
-                ],
-                ordered=False,
-            )
-        if quarantined:
-            self.db[QUARANTINE].bulk_write(
-                [
-                    UpdateOne(
-                        {"_id": _key(dataset_id, q["uri"])},
-                        {"$set": {**q, "dataset_id": dataset_id}, "$setOnInsert": {"created_at": now}},
-                        upsert=True,
-                    )
-                    for q in quarantined
-                ],
-                ordered=False,
-            )
+        """Store a dataset version with its source media and quarantined inputs.
+
+        Media and quarantine documents record immutable facts about content, so they are
+        inserted once and skipped when present: idempotent, and one round trip for 100k items.
+        Which media belong to a dataset is its manifest's business.
+        """
+        dataset_id, now = document["_id"], _now()
+        media_docs = [
+            {"_id": m["content_id"], **{k: v for k, v in m.items() if k != "content_id"}, "created_at": now}
+            for m in media
+        ]
+        _insert_new(self.db[MEDIA], media_docs)
+        _insert_new(self.db[QUARANTINE], [
+            {"_id": _key(dataset_id, q["uri"]), **q, "dataset_id": dataset_id, "created_at": now} for q in quarantined
+        ])  # fmt: skip
         self.db[DATASETS].update_one(
             {"_id": dataset_id}, {"$set": document, "$setOnInsert": {"created_at": now}}, upsert=True
         )
@@ -129,6 +116,17 @@ class ResultStore:
 
     def count(self, collection: str) -> int:
         return self.db[collection].count_documents({})
+
+
+def _insert_new(collection: Collection, documents: list[dict[str, Any]]) -> None:
+    """Insert documents whose ``_id`` is not there yet; existing ones are left as they are."""
+    if not documents:
+        return
+    try:
+        collection.insert_many(documents, ordered=False)
+    except BulkWriteError as error:
+        if any(e["code"] != DUPLICATE_KEY for e in error.details["writeErrors"]):
+            raise
 
 
 def _now() -> datetime:
