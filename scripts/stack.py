@@ -45,6 +45,7 @@ def up() -> int:
             database=settings.mongo.database,
             conn_id=settings.mongo.airflow_conn_id,
         ),
+        "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",  # standalone spawns `airflow` by name
         "AIRFLOW__API__HOST": "127.0.0.1",
         "AIRFLOW__API__PORT": str(AIRFLOW_PORT),
     }
