@@ -10,6 +10,8 @@ which starts `train_detector`.
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pendulum
 from airflow.sdk import Asset, Param, dag, task
 
@@ -31,6 +33,7 @@ PARAMS = {"source_uri": SOURCE, **{k: Param(**v) for k, v in trigger_form(get_se
     schedule=None,
     start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
     catchup=False,
+    default_args={"retries": 1, "retry_delay": timedelta(seconds=30)},
     doc_md=__doc__,
     tags=["mediacheck", "prepare"],
     params=PARAMS,

@@ -5,21 +5,32 @@ everything already scored (identity is the content sha256, so renamed or re-drop
 are linked to their existing verdict), and scores each new object in its own mapped task
 with the `champion` model: uniform frames, calibrated frame scores, a video score by the
 configured aggregation rule and a three-band verdict (`real`, `uncertain`, `fake`) stored
-in MongoDB with per-frame scores and lineage. Runs when a new model is registered.
+in MongoDB with per-frame scores and lineage. Runs every minute, so media dropped into the
+bucket get verdicts with no manual trigger, and whenever a new model is registered.
+Originals are kept (and recorded) or moved into `.processed/` / `.failed/` per
+`score.after_scoring`; nothing is deleted.
 """
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pendulum
-from airflow.sdk import Asset, dag, task
+from airflow.sdk import Asset, AssetOrTimeSchedule, CronTriggerTimetable, dag, task
 
 MODEL = Asset("mediacheck_model")
+# Poll the bucket every minute (a listing; known objects are skipped without reading them)
+# and also run as soon as a new model is registered.
+EVERY_MINUTE_OR_NEW_MODEL = AssetOrTimeSchedule(
+    assets=[MODEL], timetable=CronTriggerTimetable("* * * * *", timezone="UTC")
+)
 
 
 @dag(
-    schedule=[MODEL],
+    schedule=EVERY_MINUTE_OR_NEW_MODEL,
     start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
     catchup=False,
+    default_args={"retries": 1, "retry_delay": timedelta(seconds=30)},
     doc_md=__doc__,
     tags=["mediacheck", "score"],
     max_active_runs=1,

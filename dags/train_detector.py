@@ -10,6 +10,8 @@ version beats the champion on the same test split. Emits **mediacheck_model**.
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pendulum
 from airflow.sdk import Asset, Param, dag, task
 
@@ -36,6 +38,7 @@ PARAMS = {"dataset_id": DATASET_ID, **{k: Param(**v) for k, v in trigger_form(ge
     schedule=[DATASET],
     start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
     catchup=False,
+    default_args={"retries": 1, "retry_delay": timedelta(seconds=30)},
     doc_md=__doc__,
     tags=["mediacheck", "train"],
     params=PARAMS,

@@ -102,22 +102,22 @@ def score(
     from pipeline.stages import score as stage
 
     settings = get_settings()
-    uris = (
-        stage.list_incoming(settings)
-        if path is None
-        else ([str(p) for p in sorted(path.rglob("*")) if p.is_file()] if path.is_dir() else [str(path)])
-    )
-    if not uris:
-        console.print("nothing to score")
-        return
-    loaded = stage.load_champion(settings)
-    results = []
-    with _store() as store, _progress() as progress:
+    with _store() as store:
         store.ensure_indexes()
-        task = progress.add_task("scoring", total=len(uris))
-        for uri in uris:
-            results.append(stage.score_uri(uri, loaded, settings, store))
-            progress.advance(task)
+        if path is None:
+            uris = stage.unscored(settings, store)
+        else:
+            uris = [str(p) for p in sorted(path.rglob("*")) if p.is_file()] if path.is_dir() else [str(path)]
+        if not uris:
+            console.print("nothing new to score")
+            return
+        loaded = stage.load_champion(settings)
+        results = []
+        with _progress() as progress:
+            task = progress.add_task("scoring", total=len(uris))
+            for uri in uris:
+                results.append(stage.score_uri(uri, loaded, settings, store))
+                progress.advance(task)
     _verdict_table(results, title=f"model {loaded.ref.name} v{loaded.ref.version}")
 
 

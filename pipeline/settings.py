@@ -94,6 +94,11 @@ class ModelSettings(_Section):
 
 class ScoreSettings(_Section):
     aggregation: AggregationRule = "mean"
+    after_scoring: Literal["keep", "move"] = Field(
+        "keep",
+        description="keep: originals stay where they are (recorded in MongoDB); "
+        "move: into .processed/ or .failed/ inside the bucket. Nothing is ever deleted.",
+    )
     batch_size: int = Field(32, ge=1)
 
 

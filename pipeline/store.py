@@ -86,6 +86,11 @@ class ResultStore:
         matches = list(self.db[VERDICTS].find({"_id": {"$gte": prefix, "$lt": prefix + "\uffff"}}).limit(2))
         return matches[0] if len(matches) == 1 else None
 
+    def known_source_size(self, uri: str) -> int | None:
+        """Byte size of the content last scored at ``uri``, if any verdict lists that location."""
+        document = self.db[VERDICTS].find_one({"sources": uri}, {"size_bytes": 1})
+        return None if document is None else document.get("size_bytes")
+
     def link_source(self, content_id: str, uri: str) -> None:
         """Attach another location (a re-drop or rename) to an existing verdict."""
         self.db[VERDICTS].update_one({"_id": content_id}, {"$addToSet": {"sources": uri}})

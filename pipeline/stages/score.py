@@ -7,7 +7,6 @@ no second verdict; its new location is linked to the existing one.
 from __future__ import annotations
 
 import hashlib
-import os
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -35,26 +34,44 @@ class LoadedModel:
     ref: tracking.ModelRef
 
 
-def list_incoming(settings: Settings) -> list[str]:
-    """Every object in the watched bucket (hidden files skipped), as URIs."""
+PROCESSED, FAILED = ".processed", ".failed"  # hidden: never listed as incoming
+
+
+def list_incoming(settings: Settings) -> list[tuple[str, int]]:
+    """Every object in the watched bucket as (URI, size); hidden files and folders are skipped."""
     fs, root = fsspec.core.url_to_fs(settings.storage.incoming_uri)
+    root = root.rstrip("/")
     if not fs.exists(root):
         fs.makedirs(root, exist_ok=True)
         return []
-    return [fs.unstrip_protocol(p) for p in sorted(fs.find(root)) if not os.path.basename(p).startswith(".")]
+    found = fs.find(root, detail=True)
+    return [
+        (fs.unstrip_protocol(path), int(info.get("size") or 0))
+        for path, info in sorted(found.items())
+        if not any(part.startswith(".") for part in path[len(root) :].split("/"))
+    ]
 
 
 def unscored(settings: Settings, store: ResultStore) -> list[str]:
-    """Objects in the watched bucket with no verdict yet; known content gets its new location linked."""
+    """Objects in the watched bucket with no verdict yet.
+
+    An object already recorded at the same location with the same size is skipped without
+    reading it; anything else is hashed, and known content only gets its location linked.
+    """
     store.ensure_indexes()
     new = []
-    for uri in list_incoming(settings):
+    for uri, size in list_incoming(settings):
+        if store.known_source_size(uri) == size:
+            continue
         with fsspec.open(uri, "rb") as handle:
             content_id = hashlib.sha256(handle.read()).hexdigest()
-        if store.find_verdict(content_id) is None:
+        existing = store.find_verdict(content_id)
+        if existing is None:
             new.append(uri)
-        else:
-            store.link_source(content_id, uri)
+            continue
+        store.link_source(content_id, uri)
+        if settings.score.after_scoring == "move":
+            store.link_source(content_id, _move_aside(uri, PROCESSED if existing["status"] == "scored" else FAILED))
     return new
 
 
@@ -99,6 +116,8 @@ def score_uri(uri: str, loaded: LoadedModel, settings: Settings, store: ResultSt
     document["timings_s"] = {**timings, "total": time.perf_counter() - started}
     document["scored_at"] = datetime.now(UTC)
     store.record_verdict(document)
+    if settings.score.after_scoring == "move":
+        store.link_source(content_id, _move_aside(uri, PROCESSED if document["status"] == "scored" else FAILED))
     return {
         "uri": uri,
         "content_id": content_id,
@@ -107,6 +126,16 @@ def score_uri(uri: str, loaded: LoadedModel, settings: Settings, store: ResultSt
         "probability": document.get("probability"),
         "reason": document.get("reason"),
     }
+
+
+def _move_aside(uri: str, folder: str) -> str:
+    """Move a scored object into a hidden folder of the bucket; return its new URI."""
+    fs, path = fsspec.core.url_to_fs(uri)
+    root, _, name = fs.unstrip_protocol(path).rpartition("/")
+    target = f"{root}/{folder}/{name}"
+    fs.makedirs(fs._strip_protocol(f"{root}/{folder}"), exist_ok=True)
+    fs.mv(path, fs._strip_protocol(target))
+    return target
 
 
 def _score_content(
@@ -149,10 +178,9 @@ def _score_content(
 
 
 def run(settings: Settings, store: ResultStore) -> list[dict]:
-    """Score everything in the watched bucket once (the CLI's path)."""
-    uris = list_incoming(settings)
+    """Score everything new in the watched bucket (the CLI's path)."""
+    uris = unscored(settings, store)
     if not uris:
         return []
-    store.ensure_indexes()
     loaded = load_champion(settings)
     return [score_uri(uri, loaded, settings, store) for uri in uris]

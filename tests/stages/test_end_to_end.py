@@ -99,3 +99,32 @@ def test_scoring_from_an_s3_bucket(world, s3_bucket, tmp_path):
     assert sorted(r["uri"] for r in results) == sorted(f"s3://{s3_bucket.name}/incoming/{p.name}" for p in media)
     assert all(r["status"] == "scored" for r in results), results
     assert score.unscored(settings, world.store) == []
+
+
+def test_moving_originals_aside_and_skipping_known_objects(world, tmp_path):
+    bucket = tmp_path / "bucket"
+    storage = world.settings.storage.model_copy(update={"incoming_uri": bucket.as_uri()})
+    after = world.settings.score.model_copy(update={"after_scoring": "move"})
+    settings = world.settings.model_copy(update={"storage": storage, "score": after})
+    dropped = drop_incoming(bucket, seed=11)
+    results = score.run(settings, world.store)
+    assert sorted(p.name for p in (bucket / ".processed").iterdir()) == sorted(p.name for p in dropped[:-1])
+    assert [p.name for p in (bucket / ".failed").iterdir()] == ["notes.mp4"]
+    assert score.list_incoming(settings) == []
+    assert any("/.processed/" in uri for uri in world.store.find_verdict(results[0]["content_id"])["sources"])
+
+    shutil.copy(bucket / ".processed" / "coffee-fake.mp4", bucket / "same bytes again.mp4")
+    assert score.unscored(settings, world.store) == []  # known content: linked and moved, not rescored
+    assert (bucket / ".processed" / "same bytes again.mp4").exists()
+
+
+def test_known_locations_are_skipped_without_rehashing(world, tmp_path):
+    keep = world.settings.model_copy(
+        update={"storage": world.settings.storage.model_copy(update={"incoming_uri": (tmp_path / "b").as_uri()})}
+    )
+    image = drop_incoming(tmp_path / "b", seed=12)[4]
+    assert image.name == "chelsea-real.jpg"
+    assert score.run(keep, world.store)[0]["status"] in ("scored", "already_scored")
+    (tmp_path / "b" / "notes.mp4").unlink()
+    assert world.store.known_source_size(image.as_uri()) == image.stat().st_size
+    assert score.unscored(keep, world.store) == []
