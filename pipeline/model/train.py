@@ -31,13 +31,14 @@ class TrainOutcome:
     unfrozen_blocks: list[str] = field(default_factory=list)
 
 
-def build_classifier(settings: ModelSettings, *, frame_size: int) -> keras.Model:
+def build_classifier(settings: ModelSettings, *, frame_size: int, augment: bool = True) -> keras.Model:
     """0-255 RGB frames in, one logit out (positive = AI-generated)."""
     inputs = keras.Input((frame_size, frame_size, 3), name="frames")
     x = inputs
     if settings.image_size != frame_size:
         x = layers.Resizing(settings.image_size, settings.image_size, name="resize")(x)
-    x = augmentation()(x)
+    if augment:
+        x = augmentation()(x)
     backbone = build_backbone(settings.backbone, weights=settings.weights, image_size=settings.image_size)
     backbone.trainable = False
     x = backbone(x, training=False)  # BatchNorm stays in inference mode, also when unfrozen
@@ -59,6 +60,16 @@ def augmentation() -> keras.Sequential:
         ],
         name="augment",
     )
+
+
+def serving_copy(model: keras.Model, settings: ModelSettings) -> keras.Model:
+    """The trained model without its augmentation layers, for saving and export."""
+    serving = build_classifier(settings.model_copy(update={"weights": "none"}), frame_size=model.input_shape[1],
+                               augment=False)  # fmt: skip
+    for layer in serving.layers:
+        if layer.weights:
+            layer.set_weights(model.get_layer(layer.name).get_weights())
+    return serving
 
 
 def backbone_of(model: keras.Model) -> keras.Model:

@@ -106,6 +106,7 @@ def score_uri(uri: str, loaded: LoadedModel, settings: Settings, store: ResultSt
             "version": loaded.ref.version,
             "run_id": loaded.ref.run_id,
             "dataset_id": loaded.bundle.metadata.get("dataset_id"),
+            "runtime": loaded.bundle.runtime,
         },
     }
     try:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -14,9 +16,13 @@ from pipeline.model.bundle import ModelBundle, load_bundle, save_bundle
 from pipeline.model.calibration import fit_calibration
 from pipeline.model.data import frame_dataset
 from pipeline.model.evaluate import binary_metrics, save_plots
-from pipeline.model.train import HEAD, train_two_phase
+from pipeline.model.onnx_export import keras_logits
+from pipeline.model.train import HEAD, serving_copy, train_two_phase
 from pipeline.settings import Settings
 from pipeline.store import ResultStore
+
+if TYPE_CHECKING:
+    import keras
 
 PROMOTION_METRIC = "roc_auc"
 
@@ -34,17 +40,14 @@ def resolve_dataset(store: ResultStore, dataset_id: str | None) -> dict:
     return dataset
 
 
-def split_logits(bundle_or_model, manifest: pd.DataFrame, split: str, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
-    """Logits and labels for one split, through the same input pipeline as training."""
+def split_logits(
+    predictor: ModelBundle | keras.Model, manifest: pd.DataFrame, split: str, batch_size: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Logits and labels for one split, read through the same input pipeline as training."""
     rows = manifest[manifest["split"] == split]
-    model = bundle_or_model.model if isinstance(bundle_or_model, ModelBundle) else bundle_or_model
-    dataset = frame_dataset(rows, batch_size=batch_size, training=False, seed=0)
-    logits = (
-        np.concatenate([np.asarray(model.predict_on_batch(x)).reshape(-1) for x, _ in dataset])
-        if len(rows)
-        else np.zeros(0)
-    )
-    return logits, rows["label"].to_numpy()
+    predict = predictor.logits if isinstance(predictor, ModelBundle) else partial(keras_logits, predictor)
+    logits = [predict(np.asarray(x)) for x, _ in frame_dataset(rows, batch_size=batch_size, training=False, seed=0)]
+    return (np.concatenate(logits) if logits else np.zeros(0)), rows["label"].to_numpy()
 
 
 def run(settings: Settings, store: ResultStore, *, dataset_id: str | None = None) -> dict:
@@ -77,8 +80,11 @@ def run(settings: Settings, store: ResultStore, *, dataset_id: str | None = None
         test_rows = manifest[manifest["split"] == "test"]
         save_plots(test_labels, test_probs, calibration.threshold, test_rows["frame_path"].tolist(), workdir / "plots")
         tracking.log_artifacts(workdir / "plots", "plots")
-        bundle_dir = save_bundle(workdir / "bundle", outcome.model, calibration, _bundle_metadata(settings, dataset))
-        ref = tracking.register_bundle(settings, outcome.model, bundle_dir)
+        serving = serving_copy(outcome.model, model_settings)
+        check_frames = next(iter(frame_dataset(test_rows.head(16), batch_size=16, training=False, seed=0)))[0]
+        bundle_dir = save_bundle(workdir / "bundle", serving, calibration, _bundle_metadata(settings, dataset),
+                                 check_frames=np.asarray(check_frames))  # fmt: skip
+        ref = tracking.register_bundle(settings, serving, bundle_dir)
         promoted, rule = _promote_if_better(settings, ref, metrics, manifest)
         tracking.log_dict({"rule": rule, "promoted": promoted}, "promotion.json")
         document = {

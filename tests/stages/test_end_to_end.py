@@ -58,6 +58,7 @@ def test_scoring_writes_one_verdict_per_item_with_lineage(world):
     assert video["status"] == "scored" and video["verdict"] in ("real", "uncertain", "fake")
     assert len(video["frames"]) == video["frame_count"] == settings.prepare.frames_per_video
     assert video["model"]["run_id"] == trained["_id"] and video["config_hash"] == settings.config_hash()
+    assert video["model"]["runtime"] == "onnxruntime"
     assert 0 <= video["probability"] <= 1 and video["bands"]["real_below"] <= video["bands"]["fake_from"]
     bad = next(r for r in results if r["uri"].endswith("notes.mp4"))
     assert bad["status"] == "failed" and "not an image or video" in bad["reason"]
