@@ -71,7 +71,8 @@ def unscored(settings: Settings, store: ResultStore) -> list[str]:
             continue
         store.link_source(content_id, uri)
         if settings.score.after_scoring == "move":
-            store.link_source(content_id, _move_aside(uri, PROCESSED if existing["status"] == "scored" else FAILED))
+            folder = PROCESSED if existing["status"] == "scored" else FAILED
+            store.link_source(content_id, _move_aside(uri, folder, content_id))
     return new
 
 
@@ -118,7 +119,8 @@ def score_uri(uri: str, loaded: LoadedModel, settings: Settings, store: ResultSt
     document["scored_at"] = datetime.now(UTC)
     store.record_verdict(document)
     if settings.score.after_scoring == "move":
-        store.link_source(content_id, _move_aside(uri, PROCESSED if document["status"] == "scored" else FAILED))
+        folder = PROCESSED if document["status"] == "scored" else FAILED
+        store.link_source(content_id, _move_aside(uri, folder, content_id))
     return {
         "uri": uri,
         "content_id": content_id,
@@ -129,11 +131,13 @@ def score_uri(uri: str, loaded: LoadedModel, settings: Settings, store: ResultSt
     }
 
 
-def _move_aside(uri: str, folder: str) -> str:
-    """Move a scored object into a hidden folder of the bucket; return its new URI."""
+def _move_aside(uri: str, folder: str, content_id: str) -> str:
+    """Move a scored object into a hidden folder of the bucket, never over another; return its new URI."""
     fs, path = fsspec.core.url_to_fs(uri)
     root, _, name = fs.unstrip_protocol(path).rpartition("/")
     target = f"{root}/{folder}/{name}"
+    if fs.exists(fs._strip_protocol(target)):  # an earlier object of the same name: keep both
+        target = f"{root}/{folder}/{content_id[:12]}-{name}"
     fs.makedirs(fs._strip_protocol(f"{root}/{folder}"), exist_ok=True)
     fs.mv(path, fs._strip_protocol(target))
     return target

@@ -118,6 +118,11 @@ def test_moving_originals_aside_and_skipping_known_objects(world, tmp_path):
     assert score.unscored(settings, world.store) == []  # known content: linked and moved, not rescored
     assert (bucket / ".processed" / "same bytes again.mp4").exists()
 
+    shutil.copy(bucket / ".processed" / "chelsea-real.jpg", bucket / "coffee-fake.mp4")  # a name already used
+    assert score.run(settings, world.store) == []  # known content: moved aside, not rescored
+    processed = sorted(p.name for p in (bucket / ".processed").iterdir())
+    assert "coffee-fake.mp4" in processed and any(n.endswith("-coffee-fake.mp4") for n in processed)
+
 
 def test_known_locations_are_skipped_without_rehashing(world, tmp_path):
     keep = world.settings.model_copy(
