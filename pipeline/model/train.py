@@ -120,6 +120,7 @@ def train_two_phase(
             train,
             validation_data=val,
             epochs=epochs,
+            shuffle=False,  # frame_dataset shuffles the whole list; Keras cannot shuffle a tf.data input
             verbose=2,
             callbacks=_callbacks(phase, settings, workdir, on_epoch),
         )
