@@ -6,8 +6,6 @@ from collections.abc import Callable
 
 import numpy as np
 
-from pipeline.settings import AggregationRule
-
 
 def mean(probs: np.ndarray) -> float:
     return float(np.mean(probs))
@@ -34,7 +32,20 @@ def confident(probs: np.ndarray, high: float = 0.8, low: float = 0.2) -> float:
 RULES: dict[str, Callable[[np.ndarray], float]] = {"mean": mean, "topk_mean": top_k_mean, "confident": confident}
 
 
-def aggregate(probs: np.ndarray, rule: AggregationRule) -> float:
+def choose_rule(frame_scores: list[np.ndarray], labels: np.ndarray) -> tuple[str, dict[str, float]]:
+    """The rule whose media scores separate real from fake best (ROC-AUC); ``mean`` wins ties.
+
+    ``frame_scores`` holds the calibrated frame probabilities of each validation item.
+    """
+    from sklearn.metrics import roc_auc_score
+
+    if len(np.unique(labels)) < 2:
+        return "mean", {}
+    aucs = {rule: float(roc_auc_score(labels, [RULES[rule](np.asarray(p)) for p in frame_scores])) for rule in RULES}
+    return max(RULES, key=lambda rule: (aucs[rule], rule == "mean")), aucs
+
+
+def aggregate(probs: np.ndarray, rule: str) -> float:
     if len(probs) == 0:
         raise ValueError("no frame scores to aggregate")
     return RULES[rule](np.asarray(probs, np.float64))

@@ -22,7 +22,7 @@ DEFAULT_CONFIG = PROJECT_ROOT / "configs" / "default.yaml"
 
 ResizePolicy = Literal["squash", "letterbox", "center_crop"]
 BalancePolicy = Literal["undersample", "oversample", "class_weight"]
-AggregationRule = Literal["mean", "confident", "topk_mean"]
+AggregationRule = Literal["auto", "mean", "confident", "topk_mean"]
 
 
 class _Section(BaseModel):
@@ -93,7 +93,9 @@ class ModelSettings(_Section):
 
 
 class ScoreSettings(_Section):
-    aggregation: AggregationRule = "mean"
+    aggregation: AggregationRule = Field(
+        "auto", description="Frame scores -> media score; auto: the rule the model chose on validation media."
+    )
     after_scoring: Literal["keep", "move"] = Field(
         "keep",
         description="keep: originals stay where they are (recorded in MongoDB); "

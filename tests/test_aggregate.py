@@ -23,3 +23,21 @@ def test_rules_differ_where_a_few_frames_are_manipulated():
 def test_no_frames_is_an_error():
     with pytest.raises(ValueError, match="no frame scores"):
         aggregate(np.array([]), "mean")
+
+
+def test_the_rule_that_separates_validation_media_best_is_chosen():
+    from pipeline.aggregate import choose_rule
+
+    # Fakes manipulated in a few frames only: the top-k mean sees them, the plain mean does not.
+    fakes = [np.array([0.1] * 12 + [0.9] * 4) + i * 0.001 for i in range(5)]
+    reals = [np.array([0.35] * 16) + i * 0.001 for i in range(5)]  # higher mean, lower peaks
+    rule, aucs = choose_rule(fakes + reals, np.array([1] * 5 + [0] * 5))
+    assert rule == "topk_mean" and aucs["topk_mean"] == 1.0 and aucs["mean"] < 1.0
+
+
+def test_ties_go_to_the_plain_mean_and_one_class_cannot_choose():
+    from pipeline.aggregate import choose_rule
+
+    rule, _ = choose_rule([np.array([0.9, 0.9]), np.array([0.1, 0.1])], np.array([1, 0]))
+    assert rule == "mean"
+    assert choose_rule([np.array([0.9])], np.array([1])) == ("mean", {})

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 from scipy.optimize import minimize_scalar
@@ -44,11 +44,7 @@ def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
 
 
 def fit_calibration(logits: np.ndarray, labels: np.ndarray, *, max_fpr_real: float) -> Calibration:
-    """Fit temperature, an accuracy-maximising threshold, and band edges on validation data.
-
-    ``fake_from`` lets at most ``max_fpr_real`` of real validation media into the fake
-    band; ``real_below`` lets at most that share of fake media into the real band.
-    """
+    """Fit temperature, an accuracy-maximising threshold, and frame-level band edges on validation data."""
     labels = np.asarray(labels)
     temperature = fit_temperature(logits, labels)
     probs = Calibration(temperature).probability(logits)
@@ -56,9 +52,22 @@ def fit_calibration(logits: np.ndarray, labels: np.ndarray, *, max_fpr_real: flo
         return Calibration(temperature)
     fpr, tpr, thresholds = roc_curve(labels, probs)
     threshold = float(np.clip(thresholds[np.argmax(tpr - fpr)], 0.0, 1.0))
-    fake_from = float(max(_edge_above(probs[labels == 0], max_fpr_real), threshold))
-    real_below = float(min(_edge_below(probs[labels == 1], max_fpr_real), threshold))
-    return Calibration(temperature, threshold, real_below, fake_from)
+    return with_band_edges(Calibration(temperature, threshold), probs, labels, max_fpr_real=max_fpr_real)
+
+
+def with_band_edges(calibration: Calibration, scores: np.ndarray, labels: np.ndarray, *,
+                    max_fpr_real: float) -> Calibration:  # fmt: skip
+    """Band edges fitted on calibrated validation scores (of frames, or of whole media).
+
+    ``fake_from`` lets at most ``max_fpr_real`` of the real items into the fake band;
+    ``real_below`` lets at most that share of the fake items into the real band.
+    """
+    scores, labels = np.asarray(scores), np.asarray(labels)
+    if len(np.unique(labels)) < 2:
+        return calibration
+    fake_from = float(max(_edge_above(scores[labels == 0], max_fpr_real), calibration.threshold))
+    real_below = float(min(_edge_below(scores[labels == 1], max_fpr_real), calibration.threshold))
+    return replace(calibration, real_below=real_below, fake_from=fake_from)
 
 
 def _edge_above(scores: np.ndarray, share: float) -> float:

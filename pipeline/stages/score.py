@@ -166,12 +166,17 @@ def _score_content(
     started = time.perf_counter()
     probs = bundle.probabilities(np.stack(frames), batch_size=settings.score.batch_size)
     timings["infer"] = time.perf_counter() - started
-    probability = aggregate(probs, settings.score.aggregation)
+    rule = (
+        bundle.metadata.get("aggregation", "mean")
+        if settings.score.aggregation == "auto"
+        else settings.score.aggregation
+    )
+    probability = aggregate(probs, rule)
     calibration = bundle.calibration
     return {
         "verdict": calibration.verdict(probability),
         "probability": probability,
-        "aggregation": settings.score.aggregation,
+        "aggregation": rule,
         "duration_s": duration,
         "frame_count": len(frames),
         "bands": {"real_below": calibration.real_below, "fake_from": calibration.fake_from},

@@ -12,8 +12,9 @@ import numpy as np
 import pandas as pd
 
 from pipeline import tracking
+from pipeline.aggregate import aggregate, choose_rule
 from pipeline.model.bundle import ModelBundle, load_bundle, save_bundle
-from pipeline.model.calibration import fit_calibration
+from pipeline.model.calibration import fit_calibration, with_band_edges
 from pipeline.model.data import frame_dataset
 from pipeline.model.evaluate import binary_metrics, save_plots
 from pipeline.model.onnx_export import keras_logits
@@ -72,6 +73,10 @@ def run(settings: Settings, store: ResultStore, *, dataset_id: str | None = None
         )
         val_logits, val_labels = split_logits(outcome.model, manifest, "val", model_settings.batch_size)
         calibration = fit_calibration(val_logits, val_labels, max_fpr_real=model_settings.max_fpr_real)
+        aggregation, aggregation_aucs, calibration = _media_level(
+            calibration, manifest, val_logits, model_settings.max_fpr_real
+        )
+        tracking.log_metrics({f"val_media_auc_{name}": auc for name, auc in aggregation_aucs.items()})
         test_logits, test_labels = split_logits(outcome.model, manifest, "test", model_settings.batch_size)
         test_probs = calibration.probability(test_logits)
         metrics = binary_metrics(test_labels, test_probs, calibration.threshold)
@@ -82,8 +87,10 @@ def run(settings: Settings, store: ResultStore, *, dataset_id: str | None = None
         tracking.log_artifacts(workdir / "plots", "plots")
         serving = serving_copy(outcome.model, model_settings)
         check_frames = next(iter(frame_dataset(test_rows.head(16), batch_size=16, training=False, seed=0)))[0]
-        bundle_dir = save_bundle(workdir / "bundle", serving, calibration, _bundle_metadata(settings, dataset),
-                                 check_frames=np.asarray(check_frames))  # fmt: skip
+        metadata = _bundle_metadata(settings, dataset, aggregation)
+        bundle_dir = save_bundle(
+            workdir / "bundle", serving, calibration, metadata, check_frames=np.asarray(check_frames)
+        )
         ref = tracking.register_bundle(settings, serving, bundle_dir)
         promoted, rule = _promote_if_better(settings, ref, metrics, manifest)
         tracking.log_dict({"rule": rule, "promoted": promoted}, "promotion.json")
@@ -97,6 +104,7 @@ def run(settings: Settings, store: ResultStore, *, dataset_id: str | None = None
             "image_size": model_settings.image_size,
             "metrics": metrics,
             "calibration": calibration.to_dict(),
+            "aggregation": aggregation,
             "unfrozen_blocks": outcome.unfrozen_blocks,
             "seconds": {**outcome.seconds, "total": time.perf_counter() - started},
             "promoted": promoted,
@@ -105,6 +113,17 @@ def run(settings: Settings, store: ResultStore, *, dataset_id: str | None = None
         }
         store.record_training_run(document)
     return document
+
+
+def _media_level(calibration, manifest: pd.DataFrame, val_logits: np.ndarray, max_fpr_real: float):
+    """Choose the aggregation rule and the verdict band edges on whole validation media."""
+    rows = manifest[manifest["split"] == "val"].assign(prob=calibration.probability(val_logits))
+    items = [group for _, group in rows.groupby("content_id")]
+    labels = np.array([int(group["label"].iloc[0]) for group in items])
+    frame_scores = [group["prob"].to_numpy() for group in items]
+    rule, aucs = choose_rule(frame_scores, labels)
+    media_scores = np.array([aggregate(scores, rule) for scores in frame_scores])
+    return rule, aucs, with_band_edges(calibration, media_scores, labels, max_fpr_real=max_fpr_real)
 
 
 def _promote_if_better(
@@ -131,7 +150,7 @@ def _promote_if_better(
     return False, rule
 
 
-def _bundle_metadata(settings: Settings, dataset: dict) -> dict:
+def _bundle_metadata(settings: Settings, dataset: dict, aggregation: str) -> dict:
     return {
         "backbone": settings.model.backbone,
         "image_size": settings.model.image_size,
@@ -140,6 +159,7 @@ def _bundle_metadata(settings: Settings, dataset: dict) -> dict:
         "frames_per_video": dataset["frames_per_video"],
         "dataset_id": dataset["_id"],
         "config_hash": settings.config_hash(),
+        "aggregation": aggregation,
     }
 
 

@@ -37,9 +37,15 @@ def test_training_is_tracked_registered_and_recorded(world):
     settings, store, trained = world.settings, world.store, world.trained
     run = mlflow.get_run(trained["_id"])
     assert run.data.params["model.backbone"] == "efficientnet_lite0"
-    assert {"test_accuracy", "test_roc_auc", "head_loss", "fine_tune_loss", "calibration_temperature"} <= set(
-        run.data.metrics
-    )
+    assert {
+        "test_accuracy",
+        "test_roc_auc",
+        "head_loss",
+        "fine_tune_loss",
+        "calibration_temperature",
+        "val_media_auc_mean",
+        "val_media_auc_topk_mean",
+    } <= set(run.data.metrics)
     artifacts = {a.path for a in mlflow.MlflowClient().list_artifacts(run.info.run_id, "plots")}
     assert {"plots/roc_curve.png", "plots/reliability.png", "plots/confusion_matrix.png"} <= artifacts
     assert run.data.tags["dataset_id"] == trained["dataset_id"]
@@ -59,6 +65,7 @@ def test_scoring_writes_one_verdict_per_item_with_lineage(world):
     assert len(video["frames"]) == video["frame_count"] == settings.prepare.frames_per_video
     assert video["model"]["run_id"] == trained["_id"] and video["config_hash"] == settings.config_hash()
     assert video["model"]["runtime"] == "onnxruntime"
+    assert video["aggregation"] == trained["aggregation"] in ("mean", "topk_mean", "confident")
     assert 0 <= video["probability"] <= 1 and video["bands"]["real_below"] <= video["bands"]["fake_from"]
     bad = next(r for r in results if r["uri"].endswith("notes.mp4"))
     assert bad["status"] == "failed" and "not an image or video" in bad["reason"]
