@@ -31,6 +31,10 @@ def state_dir() -> Path:
 
 def up() -> int:
     settings = get_settings()
+    running = _running_pids()
+    if running:
+        print(f"the stack is already running ({', '.join(running)}); stop it first with: make down")
+        return 1
     pids: dict[str, int] = {}
     uri = settings.mongo.uri or running_embedded_uri(settings.storage.root / "mongo")
     if uri is None:
@@ -86,6 +90,20 @@ def down() -> int:
             print(f"{name} (pid {pid}) was not running")
     pid_file.unlink()
     return 0
+
+
+def _running_pids() -> dict[str, int]:
+    pid_file = state_dir() / "pids.json"
+    if not pid_file.exists():
+        return {}
+    alive = {}
+    for name, pid in json.loads(pid_file.read_text()).items():
+        try:
+            os.kill(pid, 0)
+            alive[name] = pid
+        except ProcessLookupError:
+            pass
+    return alive
 
 
 def _spawn(command: list, name: str, env: dict) -> int:
