@@ -141,3 +141,19 @@ def test_known_locations_are_skipped_without_rehashing(world, tmp_path):
     (tmp_path / "b" / "notes.mp4").unlink()
     assert world.store.known_source_size(image.as_uri()) == image.stat().st_size
     assert score.unscored(keep, world.store) == []
+
+
+def test_champion_moves_only_to_a_version_that_beats_it_on_the_same_test_split(world):
+    import pandas as pd
+
+    from pipeline.stages.train import _promote_if_better
+
+    settings = world.settings
+    manifest = pd.read_parquet(world.store.dataset(world.trained["dataset_id"])["manifest_path"])
+    champion = tracking.champion(settings)
+    challenger = tracking.ModelRef(champion.name, champion.version, champion.run_id)  # same artefacts, new claim
+    promoted, rule = _promote_if_better(settings, challenger, {"roc_auc": 0.0}, manifest)
+    assert not promoted and "promote only if strictly higher" in rule
+    promoted, rule = _promote_if_better(settings, challenger, {"roc_auc": 1.01}, manifest)
+    assert promoted and f"champion v{champion.version} = " in rule
+    assert tracking.champion(settings).version == champion.version
