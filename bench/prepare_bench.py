@@ -46,8 +46,8 @@ def baseline_one(task: tuple[str, str]) -> None:
     Path(target).write_bytes(cv2.imencode(".jpg", resized, [cv2.IMWRITE_JPEG_QUALITY, 95])[1].tobytes())
 
 
-def bench_cifake(work: Path, limit: int | None) -> dict:
-    source = work / "cifake"
+def extract_cifake(source: Path, limit: int | None = None) -> list[str]:
+    """Unpack CIFAKE's train and test archives into ``source``; keep an even ``limit`` sample."""
     for name in ("train.tar.gz", "test.tar.gz"):
         with tarfile.open(SHARED / "cifake" / name) as archive:
             archive.extractall(source, filter="data")
@@ -58,6 +58,12 @@ def bench_cifake(work: Path, limit: int | None) -> dict:
             if path not in keep:
                 os.remove(path)
         files = sorted(keep)
+    return files
+
+
+def bench_cifake(work: Path, limit: int | None) -> dict:
+    source = work / "cifake"
+    files = extract_cifake(source, limit)
     out = work / "baseline"
     out.mkdir()
     started = time.perf_counter()

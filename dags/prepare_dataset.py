@@ -18,7 +18,7 @@ from airflow.sdk import Asset, Param, dag, task
 from pipeline.settings import PROJECT_ROOT, get_settings, trigger_form
 
 DATASET = Asset("mediacheck_dataset")
-FORM = ["frames_per_video", "resize_policy", "balance", "val_fraction", "test_fraction", "seed"]
+FORM = ["frames_per_video", "resize_policy", "crop", "balance", "val_fraction", "test_fraction", "seed"]
 SOURCE = Param(
     str(PROJECT_ROOT / ".data" / "demo" / "source"),
     type="string",

@@ -48,6 +48,9 @@ class MlflowSettings(_Section):
     experiment: str = "mediacheck"
     registered_model: str = "mediacheck-detector"
     dagshub_repo: str | None = Field(None, description="owner/name; with DAGSHUB_USER_TOKEN set, log to DagsHub.")
+    ui_url: str | None = Field(
+        "http://127.0.0.1:5000", description="Where people open the MLflow UI (links from the Detections view)."
+    )
 
 
 class PrepareSettings(_Section):
@@ -59,6 +62,9 @@ class PrepareSettings(_Section):
     max_frames_per_video: int = Field(256, ge=1, le=10_000, description="Cap on frames taken from one video.")
     frame_size: int = Field(256, ge=32, le=1024, description="Stored frames are square, this many pixels.")
     resize_policy: ResizePolicy = Field("letterbox", description="How frames become square: pad, crop or warp.")
+    crop: Literal["full", "face"] = Field(
+        "full", description="full: the whole frame; face: the largest face (OpenCV's detector) with a margin."
+    )
     balance: BalancePolicy = Field("class_weight", description="Class balancing of the training split.")
     val_fraction: float = Field(0.15, gt=0, lt=0.5, description="Share of groups' items for validation.")
     test_fraction: float = Field(0.15, gt=0, lt=0.5, description="Share of groups' items for test.")
@@ -84,7 +90,15 @@ class ModelSettings(_Section):
     head_learning_rate: float = Field(1e-3, gt=0, description="Phase 1 learning rate.")
     fine_tune_learning_rate: float = Field(1e-4, gt=0, description="Phase 2 learning rate (low).")
     unfreeze_blocks: int = Field(
-        3, ge=0, description="Top backbone blocks trained in phase 2 (BatchNorm stays frozen)."
+        3, ge=0, description="Top backbone blocks trained in phase 2 (BatchNorm stays frozen); 99 = all of them."
+    )
+    fine_tune_schedule: Literal["plateau", "cosine"] = Field(
+        "plateau", description="Phase 2 learning rate: cut on a val-AUC plateau, or cosine decay to zero."
+    )
+    augmentation: Literal["robust", "light", "none"] = Field(
+        "robust",
+        description="robust: flip, rotation, zoom, brightness, contrast, JPEG re-compression and blur; "
+        "light: flip, brightness and contrast only; none.",
     )
     dropout: float = Field(0.2, ge=0, lt=1)
     early_stopping_patience: int = Field(3, ge=1)
@@ -102,6 +116,7 @@ class ScoreSettings(_Section):
         "move: into .processed/ or .failed/ inside the bucket. Nothing is ever deleted.",
     )
     batch_size: int = Field(32, ge=1)
+    max_upload_mb: int = Field(512, ge=1, description="Largest file the Detections view accepts for upload.")
 
 
 class Settings(BaseSettings):

@@ -82,8 +82,9 @@ class ResultStore:
         return self.db[VERDICTS].find_one({"_id": content_id})
 
     def find_verdict_by_prefix(self, prefix: str) -> dict[str, Any] | None:
-        """A verdict by full sha256 or by an unambiguous prefix of it."""
-        matches = list(self.db[VERDICTS].find({"_id": {"$gte": prefix, "$lt": prefix + "\uffff"}}).limit(2))
+        """A verdict by full sha256 or by an unambiguous prefix of it (evidence images left out)."""
+        query = {"_id": {"$gte": prefix, "$lt": prefix + "\uffff"}}
+        matches = list(self.db[VERDICTS].find(query, {"evidence.jpeg": 0}).limit(2))
         return matches[0] if len(matches) == 1 else None
 
     def known_source_size(self, uri: str) -> int | None:
@@ -111,13 +112,23 @@ class ResultStore:
     def list_verdicts(
         self, *, limit: int = 20, verdict: str | None = None, model_version: str | None = None
     ) -> list[dict[str, Any]]:
-        """Most recent verdicts first, without per-frame detail."""
+        """Most recent verdicts first, without per-frame detail or evidence images."""
         query: dict[str, Any] = {}
         if verdict:
             query["verdict"] = verdict
         if model_version:
             query["model.version"] = model_version
-        return list(self.db[VERDICTS].find(query, {"frames": 0}).sort("created_at", DESCENDING).limit(limit))
+        cursor = self.db[VERDICTS].find(query, {"frames": 0, "evidence.jpeg": 0})
+        return list(cursor.sort("created_at", DESCENDING).limit(limit))
+
+    def model_versions(self) -> list[str]:
+        """Model versions that have verdicts, newest first."""
+        return sorted(self.db[VERDICTS].distinct("model.version"), key=_version_key, reverse=True)
+
+    def evidence_jpeg(self, content_id: str, index: int) -> bytes | None:
+        """The stored JPEG of frame ``index`` among a verdict's evidence frames, if kept."""
+        document = self.db[VERDICTS].find_one({"_id": content_id}, {"evidence": 1}) or {}
+        return next((e["jpeg"] for e in document.get("evidence", []) if e["index"] == index), None)
 
     def count(self, collection: str) -> int:
         return self.db[collection].count_documents({})
@@ -132,6 +143,10 @@ def _insert_new(collection: Collection, documents: list[dict[str, Any]]) -> None
     except BulkWriteError as error:
         if any(e["code"] != DUPLICATE_KEY for e in error.details["writeErrors"]):
             raise
+
+
+def _version_key(version: Any) -> tuple[int, str]:
+    return (int(version), "") if str(version).isdigit() else (-1, str(version))
 
 
 def _now() -> datetime:

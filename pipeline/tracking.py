@@ -122,6 +122,18 @@ def download_bundle(ref: ModelRef, destination: Path | None = None) -> Path:
     )
 
 
+def run_url(settings: Settings, run_id: str) -> str | None:
+    """Link to a run in the MLflow UI, or None when no UI is configured or the run is unknown."""
+    if not settings.mlflow.ui_url:
+        return None
+    configure(settings)
+    try:
+        experiment_id = MlflowClient().get_run(run_id).info.experiment_id
+    except MlflowException:
+        return None
+    return f"{settings.mlflow.ui_url.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}"
+
+
 def run_metric(run_id: str, key: str) -> float | None:
     return MlflowClient().get_run(run_id).data.metrics.get(key)
 

@@ -101,3 +101,38 @@ def s3_bucket(s3_server, monkeypatch):
     client.create_bucket(Bucket=bucket)
     yield SimpleNamespace(name=bucket, client=client)
     s3fs.S3FileSystem.clear_instance_cache()
+
+
+@pytest.fixture(scope="session")
+def scored_verdicts(tmp_path_factory, mongo_uri):
+    """Real verdicts from the score stage, by an untrained (weights: none) ONNX-served bundle.
+
+    Enough for views and APIs over verdicts: real frames, scores, evidence and lineage
+    without training a model.
+    """
+    import numpy as np
+
+    from pipeline import tracking
+    from pipeline.model.bundle import load_bundle, save_bundle
+    from pipeline.model.calibration import Calibration
+    from pipeline.model.train import build_classifier, serving_copy
+    from pipeline.settings import ModelSettings
+    from pipeline.stages import score
+    from pipeline.synthetic import drop_incoming
+
+    root = tmp_path_factory.mktemp("scored")
+    model_settings = ModelSettings(backbone="efficientnet_lite0", weights="none", image_size=32)
+    model = serving_copy(build_classifier(model_settings, frame_size=64), model_settings)
+    metadata = {"frame_size": 64, "resize_policy": "letterbox", "frames_per_video": 6, "aggregation": "mean",
+                "dataset_id": "ds-test"}
+    frames = np.random.default_rng(0).integers(0, 255, (2, 64, 64, 3)).astype(np.float32)
+    bundle = load_bundle(
+        save_bundle(root / "bundle", model, Calibration(real_below=0.3, fake_from=0.7), metadata, check_frames=frames)
+    )
+    loaded = score.LoadedModel(bundle, tracking.ModelRef("mediacheck-detector", "1", "run-untrained"))
+    settings = load_settings(storage={"root": root / "data", "incoming_uri": (root / "incoming").as_uri()})
+    store = ResultStore.from_uri(mongo_uri, database="scored_verdicts")
+    dropped = drop_incoming(root / "incoming")
+    results = [score.score_uri(path.as_uri(), loaded, settings, store) for path in dropped]
+    yield SimpleNamespace(store=store, results=results, database="scored_verdicts", dropped=dropped)
+    store.client.drop_database("scored_verdicts")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 import numpy as np
 import pandas as pd
 import tensorflow as tf
@@ -9,24 +11,41 @@ import tensorflow as tf
 _CACHE_LIMIT_BYTES = 2 * 1024**3  # decoded frames are cached in memory only below this
 
 
-def frame_dataset(manifest: pd.DataFrame, *, batch_size: int, training: bool, seed: int) -> tf.data.Dataset:
+def frame_dataset(
+    manifest: pd.DataFrame,
+    *,
+    batch_size: int,
+    training: bool,
+    seed: int,
+    image_size: int | None = None,
+    robust: bool = False,
+) -> tf.data.Dataset:
     """Batches of (0-255 float frames, labels[, sample weights]) from manifest rows.
 
+    With ``image_size`` the frames are resized here, as the served model's own resizing
+    layer does, so decoded frames can be cached in memory at the backbone's size.
     Training data is shuffled as a whole list (not through a small buffer, which a
-    class-sorted list would defeat), then JPEG re-compressed and blurred at random
-    strength so the model does not key on one encoding.
+    class-sorted list would defeat); ``robust`` adds random JPEG re-compression and blur
+    so the model does not key on one encoding.
     """
     paths = manifest["frame_path"].to_numpy(str)
     labels = manifest["label"].to_numpy(np.float32)
     frame_size = int(manifest["frame_size"].iloc[0]) if len(manifest) else 256
+    size = image_size or frame_size
+    cached = len(paths) * size * size * 3 < _CACHE_LIMIT_BYTES
     columns = (paths, labels, manifest["sample_weight"].to_numpy(np.float32)) if training else (paths, labels)
     dataset = tf.data.Dataset.from_tensor_slices(columns)
-    if training:
-        dataset = dataset.shuffle(len(paths), seed=seed, reshuffle_each_iteration=True)
-    dataset = dataset.map(lambda path, *rest: (_load(path, frame_size), *rest), num_parallel_calls=tf.data.AUTOTUNE)
-    if len(paths) * frame_size * frame_size * 3 < _CACHE_LIMIT_BYTES and not training:
+    shuffle = partial(tf.data.Dataset.shuffle, buffer_size=max(1, len(paths)), seed=seed, reshuffle_each_iteration=True)
+    if training and not cached:
+        dataset = shuffle(dataset)  # shuffling paths is cheap; decoded frames would not fit
+    dataset = dataset.map(
+        lambda path, *rest: (_load(path, frame_size, size), *rest), num_parallel_calls=tf.data.AUTOTUNE
+    )
+    if cached:
         dataset = dataset.cache()
-    if training:
+        if training:
+            dataset = shuffle(dataset)
+    if training and robust:
         dataset = dataset.map(
             lambda image, *rest: (_robustness_augment(image), *rest), num_parallel_calls=tf.data.AUTOTUNE
         )
@@ -37,9 +56,13 @@ def frame_dataset(manifest: pd.DataFrame, *, batch_size: int, training: bool, se
     )
 
 
-def _load(path: tf.Tensor, frame_size: int) -> tf.Tensor:
-    image = tf.io.decode_jpeg(tf.io.read_file(path), channels=3)
-    return tf.ensure_shape(image, (frame_size, frame_size, 3))
+def _load(path: tf.Tensor, frame_size: int, size: int) -> tf.Tensor:
+    image = tf.ensure_shape(tf.io.decode_jpeg(tf.io.read_file(path), channels=3), (frame_size, frame_size, 3))
+    if size == frame_size:
+        return image
+    # The same op as keras.layers.Resizing (bilinear, no antialiasing), rounded back to uint8.
+    resized = tf.image.resize(image, (size, size), method="bilinear", antialias=False)
+    return tf.cast(tf.clip_by_value(tf.round(resized), 0, 255), tf.uint8)
 
 
 def _robustness_augment(image: tf.Tensor) -> tf.Tensor:

@@ -6,6 +6,7 @@ BatchNormalization kept in inference mode throughout, a low learning rate in pha
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -32,13 +33,16 @@ class TrainOutcome:
 
 
 def build_classifier(settings: ModelSettings, *, frame_size: int, augment: bool = True) -> keras.Model:
-    """0-255 RGB frames in, one logit out (positive = AI-generated)."""
+    """0-255 RGB frames in, one logit out (positive = AI-generated).
+
+    ``augment`` adds the layers of ``settings.augmentation``; they act only while training.
+    """
     inputs = keras.Input((frame_size, frame_size, 3), name="frames")
     x = inputs
     if settings.image_size != frame_size:
         x = layers.Resizing(settings.image_size, settings.image_size, name="resize")(x)
-    if augment:
-        x = augmentation()(x)
+    if augment and settings.augmentation != "none":
+        x = augmentation(settings.augmentation)(x)
     backbone = build_backbone(settings.backbone, weights=settings.weights, image_size=settings.image_size)
     backbone.trainable = False
     x = backbone(x, training=False)  # BatchNorm stays in inference mode, also when unfrozen
@@ -48,13 +52,17 @@ def build_classifier(settings: ModelSettings, *, frame_size: int, augment: bool 
     return keras.Model(inputs, outputs, name=f"{settings.backbone}_detector")
 
 
-def augmentation() -> keras.Sequential:
-    """Geometric and photometric augmentation; active only while training."""
+def augmentation(kind: str = "robust") -> keras.Sequential:
+    """In-model augmentation, active only while training.
+
+    ``light`` avoids resampling (no rotation or zoom), which matters on tiny images whose
+    pixel-level statistics are the evidence.
+    """
+    geometric = [layers.RandomRotation(0.03), layers.RandomZoom(0.1)] if kind == "robust" else []
     return keras.Sequential(
         [
             layers.RandomFlip("horizontal"),
-            layers.RandomRotation(0.03),
-            layers.RandomZoom(0.1),
+            *geometric,
             layers.RandomBrightness(0.1, value_range=(0, 255)),
             layers.RandomContrast(0.1, value_range=(0, 255)),
         ],
@@ -62,10 +70,11 @@ def augmentation() -> keras.Sequential:
     )
 
 
-def serving_copy(model: keras.Model, settings: ModelSettings) -> keras.Model:
-    """The trained model without its augmentation layers, for saving and export."""
-    serving = build_classifier(settings.model_copy(update={"weights": "none"}), frame_size=model.input_shape[1],
-                               augment=False)  # fmt: skip
+def serving_copy(model: keras.Model, settings: ModelSettings, *, frame_size: int | None = None) -> keras.Model:
+    """The trained model without its augmentation layers, taking ``frame_size`` frames, for serving."""
+    serving = build_classifier(
+        settings.model_copy(update={"weights": "none"}), frame_size=frame_size or model.input_shape[1], augment=False
+    )
     for layer in serving.layers:
         if layer.weights:
             layer.set_weights(model.get_layer(layer.name).get_weights())
@@ -90,14 +99,20 @@ def unfreeze_top_blocks(model: keras.Model, blocks: int) -> list[str]:
 def train_two_phase(
     manifest: pd.DataFrame, settings: ModelSettings, *, workdir: Path, seed: int, on_epoch: EpochCallback | None = None
 ) -> TrainOutcome:
-    """Train on the manifest's ``train`` rows, validating on its ``val`` rows."""
+    """Train on the manifest's ``train`` rows, validating on its ``val`` rows.
+
+    Training runs on frames already resized to the backbone's size (cacheable in memory);
+    the returned model is the serving copy, which takes stored frames and resizes them itself.
+    """
     keras.utils.set_random_seed(seed)
-    frame_size = int(manifest["frame_size"].iloc[0])
+    size = settings.image_size
+    train_rows, val_rows = (manifest[manifest["split"] == split] for split in ("train", "val"))
     train = frame_dataset(
-        manifest[manifest["split"] == "train"], batch_size=settings.batch_size, training=True, seed=seed
-    )
-    val = frame_dataset(manifest[manifest["split"] == "val"], batch_size=settings.batch_size, training=False, seed=seed)
-    model = build_classifier(settings, frame_size=frame_size)
+        train_rows, batch_size=settings.batch_size, training=True, seed=seed, image_size=size,
+        robust=settings.augmentation == "robust",
+    )  # fmt: skip
+    val = frame_dataset(val_rows, batch_size=settings.batch_size, training=False, seed=seed, image_size=size)
+    model = build_classifier(settings, frame_size=size)
     outcome = TrainOutcome(model)
     phases = [(HEAD, settings.head_epochs, settings.head_learning_rate, 0)]
     if settings.fine_tune_epochs and settings.unfreeze_blocks:
@@ -107,8 +122,11 @@ def train_two_phase(
     for phase, epochs, learning_rate, blocks in phases:
         if blocks:
             outcome.unfrozen_blocks = unfreeze_top_blocks(model, blocks)
+        schedule = learning_rate_schedule(
+            phase, settings, learning_rate, steps=epochs * math.ceil(len(train_rows) / settings.batch_size)
+        )
         model.compile(
-            optimizer=keras.optimizers.Adam(learning_rate),
+            optimizer=keras.optimizers.Adam(schedule),
             loss=keras.losses.BinaryCrossentropy(from_logits=True),
             metrics=[
                 keras.metrics.AUC(from_logits=True, name="auc"),
@@ -122,23 +140,38 @@ def train_two_phase(
             epochs=epochs,
             shuffle=False,  # frame_dataset shuffles the whole list; Keras cannot shuffle a tf.data input
             verbose=2,
-            callbacks=_callbacks(phase, settings, workdir, on_epoch),
+            callbacks=_callbacks(phase, settings, workdir, on_epoch, reduce_on_plateau=isinstance(schedule, float)),
         )
         outcome.seconds[phase] = time.perf_counter() - started
         outcome.history[phase] = {k: [float(v) for v in values] for k, values in history.history.items()}
+    outcome.model = serving_copy(model, settings, frame_size=int(manifest["frame_size"].iloc[0]))
     return outcome
 
 
-def _callbacks(phase: str, settings: ModelSettings, workdir: Path, on_epoch: EpochCallback | None) -> list:
+def learning_rate_schedule(
+    phase: str, settings: ModelSettings, learning_rate: float, *, steps: int
+) -> float | keras.optimizers.schedules.LearningRateSchedule:
+    """A constant rate (cut on plateaus by a callback), or cosine decay to zero over phase 2."""
+    if phase == FINE_TUNE and settings.fine_tune_schedule == "cosine":
+        return keras.optimizers.schedules.CosineDecay(learning_rate, decay_steps=steps)
+    return learning_rate
+
+
+def _callbacks(
+    phase: str, settings: ModelSettings, workdir: Path, on_epoch: EpochCallback | None, *, reduce_on_plateau: bool
+) -> list:
     workdir.mkdir(parents=True, exist_ok=True)
     monitor = {"monitor": "val_auc", "mode": "max"}
     callbacks = [
         keras.callbacks.ModelCheckpoint(str(workdir / f"best_{phase}.keras"), save_best_only=True, **monitor),
         keras.callbacks.EarlyStopping(patience=settings.early_stopping_patience, restore_best_weights=True, **monitor),
-        keras.callbacks.ReduceLROnPlateau(
-            factor=0.3, patience=max(1, settings.early_stopping_patience - 1), min_lr=1e-7, **monitor
-        ),
     ]
+    if reduce_on_plateau:  # a schedule already owns the learning rate otherwise
+        callbacks.append(
+            keras.callbacks.ReduceLROnPlateau(
+                factor=0.3, patience=max(1, settings.early_stopping_patience - 1), min_lr=1e-7, **monitor
+            )
+        )
     if on_epoch:
         callbacks.append(
             keras.callbacks.LambdaCallback(

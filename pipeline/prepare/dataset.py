@@ -142,6 +142,7 @@ def _manifest(
             "width": item.width,
             "height": item.height,
             "resize_policy": settings.resize_policy,
+            "crop": settings.crop,
             "frame_size": settings.frame_size,
             "sample_weight": 1.0,
         }
@@ -162,6 +163,7 @@ def _manifest(
         "width",
         "height",
         "resize_policy",
+        "crop",
         "frame_size",
         "sample_weight",
     ]

@@ -18,6 +18,7 @@ import imagehash
 import numpy as np
 from PIL import Image
 
+from pipeline.media.faces import frame_region
 from pipeline.media.images import MediaError, decode_image, encode_jpeg, resize_to_square
 from pipeline.media.sniff import SNIFF_BYTES, sniff_kind
 from pipeline.media.video import extract_frames_from
@@ -118,7 +119,7 @@ def _process_video(uri: str, data: bytes, result: ItemResult, settings: PrepareS
 def _store_frame(
     rgb: np.ndarray, cid: str, index: int, time_s: float, settings: PrepareSettings, frames_dir: Path
 ) -> FrameRecord:
-    square = resize_to_square(rgb, settings.frame_size, settings.resize_policy)
+    square = resize_to_square(frame_region(rgb, settings.crop), settings.frame_size, settings.resize_policy)
     path = frames_dir / cid[:2] / f"{cid}_{index:04d}.jpg"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(encode_jpeg(square))

@@ -55,8 +55,9 @@ def _peek_kind(uri: str) -> str:
 
 
 def frames_dir(settings: Settings) -> Path:
-    """Frames are content-addressed, per resize policy and size."""
-    return settings.storage.root / "frames" / f"{settings.prepare.resize_policy}-{settings.prepare.frame_size}"
+    """Frames are content-addressed, per crop, resize policy and size."""
+    prepare = settings.prepare
+    return settings.storage.root / "frames" / f"{prepare.crop}-{prepare.resize_policy}-{prepare.frame_size}"
 
 
 def process_batch(settings: Settings, workdir: str, items: list[dict], *, on_progress: Progress | None = None) -> str:
@@ -120,6 +121,7 @@ def _dataset_document(dataset: Dataset, settings: Settings, source_uri: str) -> 
         "totals": dataset.totals,
         "class_weight": {str(k): v for k, v in dataset.class_weight.items()},
         "resize_policy": settings.prepare.resize_policy,
+        "crop": settings.prepare.crop,
         "frame_size": settings.prepare.frame_size,
         "frames_per_video": settings.prepare.frames_per_video,
     }

@@ -16,7 +16,8 @@ import numpy as np
 
 from pipeline import tracking
 from pipeline.aggregate import aggregate
-from pipeline.media.images import MediaError, decode_image, resize_to_square
+from pipeline.media.faces import frame_region
+from pipeline.media.images import MediaError, decode_image, encode_jpeg, resize_to_square
 from pipeline.media.sniff import sniff_kind
 from pipeline.media.video import extract_frames_from
 from pipeline.model.bundle import ModelBundle, load_bundle
@@ -35,6 +36,7 @@ class LoadedModel:
 
 
 PROCESSED, FAILED = ".processed", ".failed"  # hidden: never listed as incoming
+EVIDENCE_FRAMES, EVIDENCE_SIZE = 3, 160  # the highest-scoring frames, kept as small JPEGs for review
 
 
 def list_incoming(settings: Settings) -> list[tuple[str, int]]:
@@ -147,18 +149,18 @@ def _score_content(
     uri: str, data: bytes, kind: str, bundle: ModelBundle, settings: Settings, timings: dict[str, float]
 ) -> dict:
     meta = bundle.metadata
-    size, policy = bundle.frame_size, meta["resize_policy"]
+    size, policy, crop = bundle.frame_size, meta["resize_policy"], meta.get("crop", "full")
     started = time.perf_counter()
     duration = 0.0
     if kind == "image":
         rgb, _ = decode_image(data)
-        frames, times = [resize_to_square(rgb, size, policy)], [0.0]
+        frames, times = [resize_to_square(frame_region(rgb, crop), size, policy)], [0.0]
     elif kind == "video":
         info, extracted = extract_frames_from(
             uri, data, count=meta["frames_per_video"], timeout_s=settings.prepare.ffmpeg_timeout_s
         )
         duration = info.duration_s
-        frames = [resize_to_square(f.rgb, size, policy) for f in extracted]
+        frames = [resize_to_square(frame_region(f.rgb, crop), size, policy) for f in extracted]
         times = [f.time_s for f in extracted]
     else:
         raise MediaError("not an image or video (unrecognised content)")
@@ -173,6 +175,7 @@ def _score_content(
     )
     probability = aggregate(probs, rule)
     calibration = bundle.calibration
+    strongest = np.argsort(-probs, kind="stable")[:EVIDENCE_FRAMES]
     return {
         "verdict": calibration.verdict(probability),
         "probability": probability,
@@ -183,6 +186,15 @@ def _score_content(
         "frames": [
             {"index": i, "time_s": t, "probability": float(p)}
             for i, (t, p) in enumerate(zip(times, probs, strict=True))
+        ],
+        "evidence": [
+            {
+                "index": int(i),
+                "time_s": times[i],
+                "probability": float(probs[i]),
+                "jpeg": encode_jpeg(resize_to_square(frames[i], EVIDENCE_SIZE, "squash")),
+            }
+            for i in strongest
         ],
     }
 

@@ -18,7 +18,7 @@ from pipeline.model.calibration import fit_calibration, with_band_edges
 from pipeline.model.data import frame_dataset
 from pipeline.model.evaluate import binary_metrics, save_plots
 from pipeline.model.onnx_export import keras_logits
-from pipeline.model.train import HEAD, serving_copy, train_two_phase
+from pipeline.model.train import HEAD, train_two_phase
 from pipeline.settings import Settings
 from pipeline.store import ResultStore
 
@@ -85,7 +85,7 @@ def run(settings: Settings, store: ResultStore, *, dataset_id: str | None = None
         test_rows = manifest[manifest["split"] == "test"]
         save_plots(test_labels, test_probs, calibration.threshold, test_rows["frame_path"].tolist(), workdir / "plots")
         tracking.log_artifacts(workdir / "plots", "plots")
-        serving = serving_copy(outcome.model, model_settings)
+        serving = outcome.model
         check_frames = next(iter(frame_dataset(test_rows.head(16), batch_size=16, training=False, seed=0)))[0]
         metadata = _bundle_metadata(settings, dataset, aggregation)
         bundle_dir = save_bundle(
@@ -106,6 +106,7 @@ def run(settings: Settings, store: ResultStore, *, dataset_id: str | None = None
             "calibration": calibration.to_dict(),
             "aggregation": aggregation,
             "unfrozen_blocks": outcome.unfrozen_blocks,
+            "history": outcome.history,
             "seconds": {**outcome.seconds, "total": time.perf_counter() - started},
             "promoted": promoted,
             "promotion_rule": rule,
@@ -156,6 +157,7 @@ def _bundle_metadata(settings: Settings, dataset: dict, aggregation: str) -> dic
         "image_size": settings.model.image_size,
         "frame_size": dataset["frame_size"],
         "resize_policy": dataset["resize_policy"],
+        "crop": dataset.get("crop", "full"),
         "frames_per_video": dataset["frames_per_video"],
         "dataset_id": dataset["_id"],
         "config_hash": settings.config_hash(),

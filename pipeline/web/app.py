@@ -1,0 +1,171 @@
+"""FastAPI app of the Detections view: list, detail, upload, and the same data as JSON.
+
+Every page uses relative links only, so the app works under any mount prefix and inside the
+Airflow UI's iframe.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated, Any
+from urllib.parse import quote, unquote
+
+from fastapi import FastAPI, File, HTTPException, Query, Request, UploadFile, status
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from fastapi.templating import Jinja2Templates
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from pipeline.intake import UploadError, accept_upload
+from pipeline.settings import Settings
+from pipeline.store import ResultStore
+from pipeline.web.plots import frame_score_plot
+
+TEMPLATES = Jinja2Templates(directory=Path(__file__).parent / "templates")
+BANDS = ("real", "uncertain", "fake")
+Band = Annotated[str | None, Query(pattern="^(real|uncertain|fake)?$", description="Only this verdict band.")]
+
+
+def create_app(
+    *,
+    settings: Callable[[], Settings],
+    store: Callable[[], ResultStore],
+    read_access: Sequence[Any] = (),
+    upload_access: Sequence[Any] = (),
+    login_url: Callable[[str], str] | None = None,
+    run_url: Callable[[str], str | None] = lambda run_id: None,
+) -> FastAPI:
+    """The Detections app.
+
+    ``read_access`` guards every route and ``upload_access`` also guards uploads (FastAPI
+    dependencies that raise 401/403). ``login_url(next)`` is where a browser without a
+    session is sent; ``run_url(run_id)`` links a verdict to its training run.
+    """
+    app = FastAPI(title="mediacheck detections", dependencies=list(read_access), docs_url=None, redoc_url=None)
+    upload_guard = list(upload_access)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _to_login(request: Request, error: StarletteHTTPException) -> Response:
+        wants_page = "text/html" in request.headers.get("accept", "") and "/api/" not in request.url.path
+        if error.status_code == status.HTTP_401_UNAUTHORIZED and wants_page and login_url:
+            return RedirectResponse(login_url(str(request.url.path)), status_code=status.HTTP_303_SEE_OTHER)
+        return JSONResponse({"detail": error.detail}, status_code=error.status_code, headers=error.headers)
+
+    def _summaries(band: str | None, model_version: str | None, limit: int) -> list[dict]:
+        rows = store().list_verdicts(limit=limit, verdict=band or None, model_version=model_version or None)
+        return [summary(row) for row in rows]
+
+    def _detail(content_id: str) -> dict:
+        document = store().find_verdict_by_prefix(content_id)
+        if document is None:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, f"no verdict for {content_id}")
+        return document
+
+    @app.get("/", response_class=HTMLResponse, name="list_page")
+    def list_page(
+        request: Request, band: Band = None, model_version: str | None = None, limit: int = Query(50, ge=1, le=500)
+    ) -> Response:
+        return TEMPLATES.TemplateResponse(
+            request,
+            "list.html",
+            {
+                "rows": _summaries(band, model_version, limit),
+                "bands": BANDS,
+                "band": band or "",
+                "versions": store().model_versions(),
+                "model_version": model_version or "",
+                "uploaded": request.query_params.get("uploaded"),
+                "refused": request.query_params.get("refused"),
+                "max_upload_mb": settings().score.max_upload_mb,
+            },
+        )
+
+    @app.get("/media/{content_id}/", response_class=HTMLResponse, name="detail_page")
+    def detail_page(request: Request, content_id: str) -> Response:
+        document = _detail(content_id)
+        run_id = document.get("model", {}).get("run_id")
+        return TEMPLATES.TemplateResponse(
+            request,
+            "detail.html",
+            {"v": summary(document), "doc": document, "run_url": run_url(run_id) if run_id else None},
+        )
+
+    @app.get("/media/{content_id}/frames/{index}.jpg", name="evidence_frame")
+    def evidence_frame(content_id: str, index: int) -> Response:
+        jpeg = store().evidence_jpeg(content_id, index)
+        if jpeg is None:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, f"no stored frame {index} for {content_id}")
+        return Response(bytes(jpeg), media_type="image/jpeg", headers={"Cache-Control": "private, max-age=86400"})
+
+    @app.get("/media/{content_id}/scores.png", name="score_plot")
+    def score_plot(content_id: str) -> Response:
+        return Response(frame_score_plot(_detail(content_id)), media_type="image/png")
+
+    @app.post("/upload", dependencies=upload_guard, name="upload_form")
+    def upload_form(file: Annotated[UploadFile, File()]) -> Response:
+        try:
+            accepted = accept_upload(settings(), file.filename or "upload", file.file)
+        except UploadError as error:
+            return RedirectResponse(f"./?refused={quote(str(error))}", status_code=status.HTTP_303_SEE_OTHER)
+        return RedirectResponse(
+            f"./?uploaded={quote(accepted.uri.rsplit('/', 1)[-1])}", status_code=status.HTTP_303_SEE_OTHER
+        )
+
+    @app.get("/api/verdicts")
+    def api_verdicts(
+        band: Band = None, model_version: str | None = None, limit: int = Query(50, ge=1, le=500)
+    ) -> list[dict]:
+        """Most recent verdicts first, without per-frame scores."""
+        return _summaries(band, model_version, limit)
+
+    @app.get("/api/verdicts/{content_id}")
+    def api_verdict(content_id: str) -> dict:
+        """One verdict with its per-frame scores, evidence frames and lineage."""
+        return jsonable(_detail(content_id))
+
+    @app.post("/api/uploads", dependencies=upload_guard, status_code=status.HTTP_201_CREATED)
+    def api_upload(file: Annotated[UploadFile, File()]) -> dict:
+        """Put an image or video into the watched bucket; it is scored on the next poll."""
+        try:
+            accepted = accept_upload(settings(), file.filename or "upload", file.file)
+        except UploadError as error:
+            raise HTTPException(error.status, str(error)) from None
+        return {**accepted.__dict__, "status": "queued for scoring"}
+
+    return app
+
+
+def summary(document: dict) -> dict:
+    """The fields a list row shows, JSON-ready."""
+    model = document.get("model") or {}
+    evidence = document.get("evidence") or []
+    return jsonable(
+        {
+            "content_id": document["_id"],
+            "file_name": unquote(str(document.get("source_uri", "")).rsplit("/", 1)[-1]),
+            "source_uri": document.get("source_uri"),
+            "kind": document.get("kind"),
+            "status": document.get("status"),
+            "verdict": document.get("verdict"),
+            "probability": document.get("probability"),
+            "reason": document.get("reason"),
+            "model_name": model.get("name"),
+            "model_version": model.get("version"),
+            "thumbnail_index": evidence[0]["index"] if evidence else None,
+            "scored_at": document.get("scored_at"),
+        }
+    )
+
+
+def jsonable(value: Any) -> Any:
+    """Datetimes as ISO strings and binary evidence left out, recursively."""
+    if isinstance(value, dict):
+        return {k: jsonable(v) for k, v in value.items() if k != "jpeg"}
+    if isinstance(value, list):
+        return [jsonable(v) for v in value]
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, bytes):
+        return None
+    return value

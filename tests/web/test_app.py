@@ -1,0 +1,101 @@
+"""The Detections app over real verdicts: pages, evidence images, plots, JSON API and uploads."""
+
+import io
+
+import pytest
+from fastapi.testclient import TestClient
+
+from pipeline.settings import load_settings
+from pipeline.web.app import create_app
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def client(scored_verdicts, tmp_path):
+    settings = load_settings(
+        storage={"root": tmp_path / "data", "incoming_uri": (tmp_path / "bucket").as_uri()}, score={"max_upload_mb": 1}
+    )
+    app = create_app(settings=lambda: settings, store=lambda: scored_verdicts.store,
+                     run_url=lambda run_id: f"http://mlflow.example/runs/{run_id}")  # fmt: skip
+    return TestClient(app)
+
+
+def _video(scored_verdicts):
+    return next(r for r in scored_verdicts.results if r["uri"].endswith("coffee-fake.mp4"))
+
+
+def test_list_page_shows_every_verdict_with_its_band(client, scored_verdicts):
+    page = client.get("/")
+    assert page.status_code == 200
+    for result in scored_verdicts.results:
+        assert result["content_id"] in page.text
+    assert "coffee-fake.mp4" in page.text
+    assert 'class="band band-failed"' in page.text and "not an image or video" in page.text  # text renamed .mp4
+    assert "media/" in page.text and 'src="/' not in page.text  # relative links only
+
+
+def test_filters_by_band_and_model_version(client, scored_verdicts):
+    video = _video(scored_verdicts)
+    only_band = client.get("/api/verdicts", params={"band": video["verdict"]}).json()
+    assert only_band and {row["verdict"] for row in only_band} == {video["verdict"]}
+    assert client.get("/api/verdicts", params={"model_version": "1"}).json()
+    assert client.get("/api/verdicts", params={"model_version": "99"}).json() == []
+    assert client.get("/api/verdicts", params={"band": "bogus"}).status_code == 422
+
+
+def test_detail_page_has_plot_evidence_and_lineage(client, scored_verdicts):
+    video = _video(scored_verdicts)
+    page = client.get(f"/media/{video['content_id'][:16]}/")
+    assert page.status_code == 200
+    assert "http://mlflow.example/runs/run-untrained" in page.text and "ds-test" in page.text
+    detail = client.get(f"/api/verdicts/{video['content_id']}").json()
+    assert len(detail["frames"]) == detail["frame_count"] == 6
+    evidence = detail["evidence"]
+    assert len(evidence) == 3 and all("jpeg" not in e for e in evidence)
+    assert [e["probability"] for e in evidence] == sorted((f["probability"] for f in detail["frames"]), reverse=True)[
+        :3
+    ]
+    frame = client.get(f"/media/{video['content_id']}/frames/{evidence[0]['index']}.jpg")
+    assert frame.status_code == 200 and frame.content[:3] == b"\xff\xd8\xff"
+    plot = client.get(f"/media/{video['content_id']}/scores.png")
+    assert plot.status_code == 200 and plot.content[:8] == b"\x89PNG\r\n\x1a\n"
+    assert client.get("/media/0000/").status_code == 404
+    assert client.get(f"/media/{video['content_id']}/frames/999.jpg").status_code == 404
+
+
+def test_api_upload_puts_media_into_the_bucket_and_refuses_the_rest(client, scored_verdicts, tmp_path):
+    clip = scored_verdicts.dropped[0].read_bytes()
+    if len(clip) > 1024 * 1024:
+        pytest.skip("generated clip larger than the test's upload limit")
+    accepted = client.post("/api/uploads", files={"file": ("../../escape me.mp4", clip, "video/mp4")})
+    assert accepted.status_code == 201, accepted.text
+    assert accepted.json()["kind"] == "video" and (tmp_path / "bucket" / "escape_me.mp4").read_bytes() == clip
+    text = client.post("/api/uploads", files={"file": ("clip.mp4", b"hello", "video/mp4")})
+    assert text.status_code == 415 and "content" in text.json()["detail"]
+    big = client.post("/api/uploads", files={"file": ("big.jpg", io.BytesIO(b"\xff\xd8\xff" * 400_000), "image/jpeg")})
+    assert big.status_code == 413
+    assert sorted(p.name for p in (tmp_path / "bucket").iterdir()) == ["escape_me.mp4"]
+
+
+def test_form_upload_redirects_back_with_a_message(client, scored_verdicts):
+    image = next(p for p in scored_verdicts.dropped if p.suffix == ".jpg")
+    done = client.post("/upload", files={"file": (image.name, image.read_bytes(), "image/jpeg")})
+    assert done.status_code == 200 and "Uploaded <b>chelsea" in done.text
+    refused = client.post("/upload", files={"file": ("a.jpg", b"plain text", "image/jpeg")})
+    assert refused.status_code == 200 and "Upload refused" in refused.text
+
+
+def test_guards_apply_to_every_route_and_pages_redirect_to_login(scored_verdicts, tmp_path):
+    from fastapi import Depends, HTTPException
+
+    def no_session():
+        raise HTTPException(401, "Not authenticated")
+
+    app = create_app(settings=load_settings, store=lambda: scored_verdicts.store,
+                     read_access=[Depends(no_session)], login_url=lambda nxt: f"/auth/login?next={nxt}")  # fmt: skip
+    browser = TestClient(app, follow_redirects=False)
+    page = browser.get("/", headers={"accept": "text/html"})
+    assert page.status_code == 303 and page.headers["location"] == "/auth/login?next=/"
+    assert browser.get("/api/verdicts", headers={"accept": "text/html"}).status_code == 401
+    assert browser.post("/api/uploads", files={"file": ("a.jpg", b"x")}).status_code == 401
