@@ -100,6 +100,10 @@ class ModelSettings(_Section):
         description="robust: flip, rotation, zoom, brightness, contrast, JPEG re-compression and blur; "
         "light: flip, brightness and contrast only; none.",
     )
+    mixed_precision: Literal["auto", "on", "off"] = Field(
+        "auto", description="float16 compute with float32 weights; auto: on when a GPU is present (slower on CPUs)."
+    )
+    xla: Literal["auto", "on", "off"] = Field("auto", description="XLA-compiled training steps; auto: on with a GPU.")
     dropout: float = Field(0.2, ge=0, lt=1)
     early_stopping_patience: int = Field(3, ge=1)
     queue: str = Field("default", description="Executor queue for training ('gpu' for GPU workers).")

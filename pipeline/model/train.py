@@ -16,6 +16,7 @@ import keras
 import pandas as pd
 from keras import layers
 
+from pipeline.model.accelerators import detect, training_scope
 from pipeline.model.backbones import block_prefixes, build_backbone
 from pipeline.model.data import frame_dataset
 from pipeline.settings import ModelSettings
@@ -30,6 +31,7 @@ class TrainOutcome:
     history: dict[str, dict[str, list[float]]] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
     unfrozen_blocks: list[str] = field(default_factory=list)
+    accelerator: dict[str, object] = field(default_factory=dict)
 
 
 def build_classifier(settings: ModelSettings, *, frame_size: int, augment: bool = True) -> keras.Model:
@@ -48,7 +50,7 @@ def build_classifier(settings: ModelSettings, *, frame_size: int, augment: bool 
     x = backbone(x, training=False)  # BatchNorm stays in inference mode, also when unfrozen
     x = layers.GlobalAveragePooling2D(name="pool")(x)
     x = layers.Dropout(settings.dropout, name="head_dropout")(x)
-    outputs = layers.Dense(1, name="logit")(x)
+    outputs = layers.Dense(1, name="logit", dtype="float32")(x)  # float32 logits under mixed precision
     return keras.Model(inputs, outputs, name=f"{settings.backbone}_detector")
 
 
@@ -112,38 +114,40 @@ def train_two_phase(
         robust=settings.augmentation == "robust",
     )  # fmt: skip
     val = frame_dataset(val_rows, batch_size=settings.batch_size, training=False, seed=seed, image_size=size)
-    model = build_classifier(settings, frame_size=size)
-    outcome = TrainOutcome(model)
-    phases = [(HEAD, settings.head_epochs, settings.head_learning_rate, 0)]
-    if settings.fine_tune_epochs and settings.unfreeze_blocks:
-        phases.append(
-            (FINE_TUNE, settings.fine_tune_epochs, settings.fine_tune_learning_rate, settings.unfreeze_blocks)
-        )
-    for phase, epochs, learning_rate, blocks in phases:
-        if blocks:
-            outcome.unfrozen_blocks = unfreeze_top_blocks(model, blocks)
-        schedule = learning_rate_schedule(
-            phase, settings, learning_rate, steps=epochs * math.ceil(len(train_rows) / settings.batch_size)
-        )
-        model.compile(
-            optimizer=keras.optimizers.Adam(schedule),
-            loss=keras.losses.BinaryCrossentropy(from_logits=True),
-            metrics=[
-                keras.metrics.AUC(from_logits=True, name="auc"),
-                keras.metrics.BinaryAccuracy(threshold=0.0, name="accuracy"),
-            ],
-        )
-        started = time.perf_counter()
-        history = model.fit(
-            train,
-            validation_data=val,
-            epochs=epochs,
-            shuffle=False,  # frame_dataset shuffles the whole list; Keras cannot shuffle a tf.data input
-            verbose=2,
-            callbacks=_callbacks(phase, settings, workdir, on_epoch, reduce_on_plateau=isinstance(schedule, float)),
-        )
-        outcome.seconds[phase] = time.perf_counter() - started
-        outcome.history[phase] = {k: [float(v) for v in values] for k, values in history.history.items()}
+    accelerator = detect(settings)
+    with training_scope(accelerator):
+        model = build_classifier(settings, frame_size=size)
+        outcome = TrainOutcome(model, accelerator=accelerator.describe())
+        phases = [(HEAD, settings.head_epochs, settings.head_learning_rate, 0)]
+        if settings.fine_tune_epochs and settings.unfreeze_blocks:
+            phases.append(
+                (FINE_TUNE, settings.fine_tune_epochs, settings.fine_tune_learning_rate, settings.unfreeze_blocks)
+            )
+        for phase, epochs, learning_rate, blocks in phases:
+            if blocks:
+                outcome.unfrozen_blocks = unfreeze_top_blocks(model, blocks)
+            steps = epochs * math.ceil(len(train_rows) / settings.batch_size)
+            schedule = learning_rate_schedule(phase, settings, learning_rate, steps=steps)
+            model.compile(
+                optimizer=keras.optimizers.Adam(schedule),
+                loss=keras.losses.BinaryCrossentropy(from_logits=True),
+                metrics=[
+                    keras.metrics.AUC(from_logits=True, name="auc"),
+                    keras.metrics.BinaryAccuracy(threshold=0.0, name="accuracy"),
+                ],
+                jit_compile=accelerator.xla,
+            )
+            started = time.perf_counter()
+            history = model.fit(
+                train,
+                validation_data=val,
+                epochs=epochs,
+                shuffle=False,  # frame_dataset shuffles the whole list; Keras cannot shuffle a tf.data input
+                verbose=2,
+                callbacks=_callbacks(phase, settings, workdir, on_epoch, reduce_on_plateau=isinstance(schedule, float)),
+            )
+            outcome.seconds[phase] = time.perf_counter() - started
+            outcome.history[phase] = {k: [float(v) for v in values] for k, values in history.history.items()}
     outcome.model = serving_copy(model, settings, frame_size=int(manifest["frame_size"].iloc[0]))
     return outcome
 

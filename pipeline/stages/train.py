@@ -94,6 +94,7 @@ def run(settings: Settings, store: ResultStore, *, dataset_id: str | None = None
         ref = tracking.register_bundle(settings, serving, bundle_dir)
         promoted, rule = _promote_if_better(settings, ref, metrics, manifest)
         tracking.log_dict({"rule": rule, "promoted": promoted}, "promotion.json")
+        tracking.log_dict(outcome.accelerator, "accelerator.json")
         document = {
             "_id": run_id,
             "model": {"name": ref.name, "version": ref.version},
@@ -107,6 +108,7 @@ def run(settings: Settings, store: ResultStore, *, dataset_id: str | None = None
             "aggregation": aggregation,
             "unfrozen_blocks": outcome.unfrozen_blocks,
             "history": outcome.history,
+            "accelerator": outcome.accelerator,
             "seconds": {**outcome.seconds, "total": time.perf_counter() - started},
             "promoted": promoted,
             "promotion_rule": rule,
