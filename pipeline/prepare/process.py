@@ -16,6 +16,7 @@ import cv2
 import fsspec
 import imagehash
 import numpy as np
+from fsspec.implementations.local import LocalFileSystem
 from PIL import Image
 
 from pipeline.media.faces import frame_region
@@ -68,14 +69,28 @@ def content_id(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def read_media(uri: str, size: int = -1) -> bytes:
+    """The bytes of a source file (the first ``size`` if given).
+
+    Local pipes and devices are refused before opening: reading one would block or never end.
+    """
+    fs, path = fsspec.core.url_to_fs(uri)
+    if isinstance(fs, LocalFileSystem) and fs.info(path)["type"] != "file":  # a dangling link raises here
+        raise MediaError("not a regular file (pipe, socket or device)")
+    with fs.open(path, "rb") as handle:
+        return handle.read(size)
+
+
 def process_item(item: SourceItem, settings: PrepareSettings, frames_dir: Path) -> ItemResult:
     """Store the frames of one item under ``frames_dir``; never raises for bad media."""
     result = ItemResult(item.uri, item.label, item.group, item.split)
     try:
-        with fsspec.open(item.uri, "rb") as handle:
-            data = handle.read()
+        data = read_media(item.uri)
     except OSError as error:
         result.reason = f"unreadable file: {error.strerror or error}"
+        return result
+    except MediaError as error:
+        result.reason = str(error)
         return result
     result.content_id = content_id(data)
     result.kind = sniff_kind(data[:SNIFF_BYTES])

@@ -12,11 +12,10 @@ from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
 
-import fsspec
-
+from pipeline.media.images import MediaError
 from pipeline.media.sniff import SNIFF_BYTES, sniff_kind
 from pipeline.prepare.dataset import Dataset, assemble_dataset
-from pipeline.prepare.process import ItemResult, Progress, process_items
+from pipeline.prepare.process import ItemResult, Progress, process_items, read_media
 from pipeline.prepare.sources import Rejected, SourceItem, discover
 from pipeline.settings import Settings
 from pipeline.store import ResultStore
@@ -48,9 +47,8 @@ def load_chunk(path: str) -> list[dict]:
 
 def _peek_kind(uri: str) -> str:
     try:
-        with fsspec.open(uri, "rb") as handle:
-            return sniff_kind(handle.read(SNIFF_BYTES))
-    except OSError:
+        return sniff_kind(read_media(uri, SNIFF_BYTES))
+    except (OSError, MediaError):
         return "unknown"  # process_item will quarantine it with the precise reason
 
 

@@ -7,6 +7,7 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from pipeline.media.images import MediaError, decode_image, decode_jpeg, encode_jpeg, resize_to_square
+from pipeline.media.sniff import sniff_kind
 
 
 def _encode(image: Image.Image, fmt: str, **kwargs) -> bytes:
@@ -77,10 +78,12 @@ def test_decompression_bomb_is_refused():
         decode_image(bomb)
 
 
-def test_animated_images_are_refused_with_a_reason():
+@pytest.mark.parametrize("fmt", ["GIF", "WEBP"])
+def test_animated_images_are_refused_with_a_reason(fmt):
     frames = [Image.new("RGB", (8, 8), (i * 40, 0, 0)) for i in range(3)]
     buffer = io.BytesIO()
-    frames[0].save(buffer, format="GIF", save_all=True, append_images=frames[1:])
+    frames[0].save(buffer, format=fmt, save_all=True, append_images=frames[1:], duration=100)
+    assert sniff_kind(buffer.getvalue()[:32]) == "image"
     with pytest.raises(MediaError, match="animated image \\(3 frames\\)"):
         decode_image(buffer.getvalue())
 

@@ -1,6 +1,7 @@
 """The whole prepare stage on real generated media, bad inputs included."""
 
 import io
+import os
 import shutil
 import subprocess
 
@@ -51,6 +52,8 @@ def messy_source(tmp_path, synthetic_source):
         ],
         check=True,
     )
+    os.mkfifo(fake / "pipe.jpg")  # reading it would block forever
+    (real / "gone.jpg").symlink_to(real / "deleted.jpg")
     unreadable = real / "locked.jpg"
     unreadable.write_bytes(_jpeg(999))
     unreadable.chmod(0)
@@ -60,7 +63,7 @@ def messy_source(tmp_path, synthetic_source):
 def test_counts_add_up_and_every_bad_file_has_a_reason(settings, store, messy_source):
     summary = prepare.run(settings, store, str(messy_source))
     reasons = {doc["uri"].rsplit("/", 1)[-1]: doc["reason"] for doc in store.db[QUARANTINE].find()}
-    assert summary["input"] == 12 + 12 + 1 + 1 + 1 + 5
+    assert summary["input"] == 12 + 12 + 1 + 1 + 1 + 5 + 2
     assert summary["input"] == summary["kept"] + summary["duplicate"] + summary["quarantined"]
     assert summary["duplicate"] == 1
     assert reasons["empty.jpg"] == "empty file (0 bytes)"
@@ -68,8 +71,10 @@ def test_counts_add_up_and_every_bad_file_has_a_reason(settings, store, messy_so
     assert "no video stream" in reasons["voice.mp4"]
     assert reasons["broken.mp4"]
     assert reasons["r1.jpg"] == reasons["r1 again.jpg"] == "same content under both labels (real and fake)"
+    assert reasons["pipe.jpg"] == "not a regular file (pipe, socket or device)"
+    assert reasons["gone.jpg"] == "unreadable file: No such file or directory"  # a dangling symlink
     if reasons.get("locked.jpg") is None:  # root can read anything: then it is simply kept
-        assert summary["quarantined"] == 6
+        assert summary["quarantined"] == 8
     else:
         assert reasons["locked.jpg"].startswith("unreadable file")
 
