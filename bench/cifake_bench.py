@@ -121,7 +121,10 @@ def served_test_metrics(settings, test_files: list[str], plots: Path) -> dict:
         ]
     )
     threshold = bundle.calibration.threshold
-    save_plots(labels, probs, threshold, test_files, plots)
+    written = save_plots(labels, probs, threshold, test_files, plots)
+    for path in written:
+        if path.name == "worst_errors.png":  # made of dataset images: shared data is never committed
+            path.unlink()
     return binary_metrics(labels, probs, threshold) | {"runtime": bundle.runtime}
 
 
