@@ -28,6 +28,9 @@ FORM = [
     "unfreeze_blocks",
     "head_learning_rate",
     "fine_tune_learning_rate",
+    "fine_tune_schedule",
+    "augmentation",
+    "test_time_flip",
 ]
 DATASET_ID = Param("", type="string", description="Dataset version to train on; empty: the latest.")
 

@@ -100,6 +100,9 @@ class ModelSettings(_Section):
         description="robust: flip, rotation, zoom, brightness, contrast, JPEG re-compression and blur; "
         "light: flip, brightness and contrast only; none.",
     )
+    test_time_flip: bool = Field(
+        False, description="Serve the mean logit of each frame and its mirror image: steadier scores, 2x compute."
+    )
     mixed_precision: Literal["auto", "on", "off"] = Field(
         "auto", description="float16 compute with float32 weights; auto: on when a GPU is present (slower on CPUs)."
     )

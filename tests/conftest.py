@@ -123,8 +123,13 @@ def scored_verdicts(tmp_path_factory, mongo_uri):
     root = tmp_path_factory.mktemp("scored")
     model_settings = ModelSettings(backbone="efficientnet_lite0", weights="none", image_size=32)
     model = serving_copy(build_classifier(model_settings, frame_size=64), model_settings)
-    metadata = {"frame_size": 64, "resize_policy": "letterbox", "frames_per_video": 6, "aggregation": "mean",
-                "dataset_id": "ds-test"}
+    metadata = {
+        "frame_size": 64,
+        "resize_policy": "letterbox",
+        "frames_per_video": 6,
+        "aggregation": "mean",
+        "dataset_id": "ds-test",
+    }
     frames = np.random.default_rng(0).integers(0, 255, (2, 64, 64, 3)).astype(np.float32)
     bundle = load_bundle(
         save_bundle(root / "bundle", model, Calibration(real_below=0.3, fake_from=0.7), metadata, check_frames=frames)

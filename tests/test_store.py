@@ -1,4 +1,4 @@
-from pipeline.store import VERDICTS
+from pipeline.store import MEDIA, VERDICTS
 
 
 def _verdict(content_id: str, uri: str, verdict: str = "fake", version: str = "1") -> dict:
@@ -45,3 +45,5 @@ def test_indexes_exist(store):
     store.ensure_indexes()
     names = {tuple(index["key"].keys()) for index in store.db[VERDICTS].list_indexes()}
     assert ("verdict", "created_at") in names and ("model.version", "created_at") in names
+    store.record_dataset({"_id": "ds-1"}, [{"content_id": "c" * 64, "uri": "u1"}], [])
+    assert [tuple(index["key"]) for index in store.db[MEDIA].list_indexes()] == [("_id",)]  # inserts stay cheap

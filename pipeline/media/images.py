@@ -70,7 +70,7 @@ def _to_rgb(image: Image.Image) -> Image.Image:
 def resize_to_square(image: np.ndarray, size: int, policy: ResizePolicy) -> np.ndarray:
     """Resize an RGB image to ``size`` x ``size`` by ``squash``, ``letterbox`` or ``center_crop``."""
     height, width = image.shape[:2]
-    if policy == "squash":
+    if policy == "squash" or height == width:  # a square image comes out the same under every policy
         return _resize(image, size, size)
     if policy == "letterbox":
         scale = size / max(height, width)

@@ -43,6 +43,8 @@ class ModelBundle:
     def keras_model(self) -> keras.Model:
         import keras
 
+        import pipeline.model.layers  # noqa: F401  (registers the custom layers a served model may use)
+
         return keras.models.load_model(self.folder / MODEL_FILE, compile=False)
 
     @cached_property

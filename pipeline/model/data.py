@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import tensorflow as tf
 
-_CACHE_LIMIT_BYTES = 2 * 1024**3  # decoded frames are cached in memory only below this
+_CACHE_LIMIT_BYTES = 4 * 1024**3  # decoded frames are cached in memory only below this (held twice: cache + shuffle)
 
 
 def frame_dataset(

@@ -19,6 +19,7 @@ from keras import layers
 from pipeline.model.accelerators import detect, training_scope
 from pipeline.model.backbones import block_prefixes, build_backbone
 from pipeline.model.data import frame_dataset
+from pipeline.model.layers import HorizontalMirror
 from pipeline.settings import ModelSettings
 
 EpochCallback = Callable[[str, int, dict[str, float]], None]
@@ -34,10 +35,14 @@ class TrainOutcome:
     accelerator: dict[str, object] = field(default_factory=dict)
 
 
-def build_classifier(settings: ModelSettings, *, frame_size: int, augment: bool = True) -> keras.Model:
+def build_classifier(
+    settings: ModelSettings, *, frame_size: int, augment: bool = True, mirror_average: bool = False
+) -> keras.Model:
     """0-255 RGB frames in, one logit out (positive = AI-generated).
 
     ``augment`` adds the layers of ``settings.augmentation``; they act only while training.
+    ``mirror_average`` scores each frame and its mirror image with the same weights and
+    returns the mean logit (test-time flipping, for serving).
     """
     inputs = keras.Input((frame_size, frame_size, 3), name="frames")
     x = inputs
@@ -47,10 +52,16 @@ def build_classifier(settings: ModelSettings, *, frame_size: int, augment: bool 
         x = augmentation(settings.augmentation)(x)
     backbone = build_backbone(settings.backbone, weights=settings.weights, image_size=settings.image_size)
     backbone.trainable = False
-    x = backbone(x, training=False)  # BatchNorm stays in inference mode, also when unfrozen
-    x = layers.GlobalAveragePooling2D(name="pool")(x)
-    x = layers.Dropout(settings.dropout, name="head_dropout")(x)
-    outputs = layers.Dense(1, name="logit", dtype="float32")(x)  # float32 logits under mixed precision
+    pool = layers.GlobalAveragePooling2D(name="pool")
+    dropout = layers.Dropout(settings.dropout, name="head_dropout")
+    logit = layers.Dense(1, name="logit", dtype="float32")  # float32 logits under mixed precision
+
+    def score(images):
+        return logit(dropout(pool(backbone(images, training=False))))  # BatchNorm stays in inference mode
+
+    outputs = score(x)
+    if mirror_average:
+        outputs = layers.Average(name="mirror_average", dtype="float32")([outputs, score(HorizontalMirror()(x))])
     return keras.Model(inputs, outputs, name=f"{settings.backbone}_detector")
 
 
@@ -73,9 +84,15 @@ def augmentation(kind: str = "robust") -> keras.Sequential:
 
 
 def serving_copy(model: keras.Model, settings: ModelSettings, *, frame_size: int | None = None) -> keras.Model:
-    """The trained model without its augmentation layers, taking ``frame_size`` frames, for serving."""
+    """The trained model without its augmentation layers, taking ``frame_size`` frames, for serving.
+
+    With ``settings.test_time_flip`` it averages the logits of each frame and its mirror image.
+    """
     serving = build_classifier(
-        settings.model_copy(update={"weights": "none"}), frame_size=frame_size or model.input_shape[1], augment=False
+        settings.model_copy(update={"weights": "none"}),
+        frame_size=frame_size or model.input_shape[1],
+        augment=False,
+        mirror_average=settings.test_time_flip,
     )
     for layer in serving.layers:
         if layer.weights:

@@ -71,7 +71,7 @@ def assemble_dataset(
     )
     manifest = _manifest(kept, groups, splits, settings)
     manifest, class_weight = _balance(manifest, settings)
-    manifest_hash = hashlib.sha256(manifest.to_csv(index=False).encode()).hexdigest()
+    manifest_hash = _content_hash(manifest)
     dataset_id = f"ds-{manifest_hash[:12]}"
     path = datasets_dir / dataset_id / "manifest.parquet"
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -88,6 +88,13 @@ def assemble_dataset(
         quarantined,
         duplicates,
     )
+
+
+def _content_hash(manifest: pd.DataFrame) -> str:
+    """sha256 over column names and per-row hashes: the same rows give the same id (CSV text took seconds)."""
+    digest = hashlib.sha256("\0".join(manifest.columns).encode())
+    digest.update(pd.util.hash_pandas_object(manifest, index=False).to_numpy().tobytes())
+    return digest.hexdigest()
 
 
 def _deduplicate(items: list[ItemResult]) -> tuple[list[ItemResult], list[tuple[str, str]], list[Quarantined]]:

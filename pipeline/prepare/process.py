@@ -7,16 +7,16 @@ from __future__ import annotations
 
 import hashlib
 import os
+import stat
 from collections.abc import Callable, Iterable
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import cv2
 import fsspec
 import imagehash
 import numpy as np
-from fsspec.implementations.local import LocalFileSystem
 from PIL import Image
 
 from pipeline.media.faces import frame_region
@@ -61,7 +61,8 @@ class ItemResult:
         return cls(**{**data, "frames": [FrameRecord(**f) for f in data.get("frames", [])]})
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        # dataclasses.asdict deep-copies recursively: several times slower over 100k items
+        return {**vars(self), "steps": list(self.steps), "frames": [dict(vars(f)) for f in self.frames]}
 
 
 def content_id(data: bytes) -> str:
@@ -73,11 +74,15 @@ def read_media(uri: str, size: int = -1) -> bytes:
     """The bytes of a source file (the first ``size`` if given).
 
     Local pipes and devices are refused before opening: reading one would block or never end.
+    Local paths skip fsspec, whose per-call cost is noticeable over 100k small files.
     """
-    fs, path = fsspec.core.url_to_fs(uri)
-    if isinstance(fs, LocalFileSystem) and fs.info(path)["type"] != "file":  # a dangling link raises here
+    if "://" in uri and not uri.startswith("file://"):
+        with fsspec.open(uri, "rb") as handle:
+            return handle.read(size)
+    path = uri.removeprefix("file://")
+    if not stat.S_ISREG(os.stat(path).st_mode):  # a dangling link raises here
         raise MediaError("not a regular file (pipe, socket or device)")
-    with fs.open(path, "rb") as handle:
+    with open(path, "rb") as handle:
         return handle.read(size)
 
 
@@ -142,9 +147,13 @@ def _store_frame(
 
 
 def perceptual_hash(rgb: np.ndarray) -> str:
-    """imagehash's pHash, fed a 32x32 area-shrunk copy (its own Lanczos resize dominated the cost)."""
-    small = cv2.resize(rgb, (_PHASH_INPUT, _PHASH_INPUT), interpolation=cv2.INTER_AREA)
-    return str(imagehash.phash(Image.fromarray(small)))
+    """imagehash's pHash of a 32x32 greyscale thumbnail, as 16 hex digits.
+
+    The thumbnail is made by OpenCV (area averaging) and the hex by NumPy: imagehash's own
+    Lanczos resize and string conversion cost more than the rest of a CIFAKE image's processing.
+    """
+    grey = cv2.resize(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY), (_PHASH_INPUT, _PHASH_INPUT), interpolation=cv2.INTER_AREA)
+    return np.packbits(imagehash.phash(Image.fromarray(grey)).hash).tobytes().hex()
 
 
 def process_items(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import Literal
@@ -58,10 +59,11 @@ def discover(source_uri: str, label_map: dict[str, int]) -> tuple[list[SourceIte
 
 def _from_folders(fs, root: str, label_map: dict[str, int]) -> tuple[list[SourceItem], list[Rejected]]:
     items, rejected = [], []
+    escapes = _escape_check(fs, root)
     for path in sorted(fs.find(root)):
         uri = _uri(fs, path)
         parts = PurePosixPath(path[len(root) :].lstrip("/")).parts[:-1]
-        outside = _escapes_root(fs, root, path)
+        outside = escapes(path)
         label = next((label_map[p.lower()] for p in reversed(parts) if p.lower() in label_map), None)
         split = next((_SPLIT_FOLDERS[p.lower()] for p in parts if p.lower() in _SPLIT_FOLDERS), None)
         if outside:
@@ -79,6 +81,7 @@ def _from_csv(fs, root: str, text: str) -> tuple[list[SourceItem], list[Rejected
     if missing:
         raise ValueError(f"{LABELS_CSV} lacks column(s) {sorted(missing)}; expected file_name,label[,group][,split]")
     items, rejected = [], []
+    escapes = _escape_check(fs, root)
     for line, row in enumerate(reader, start=2):
         path = f"{root}/{row['file_name'].lstrip('/')}"
         uri = _uri(fs, path)
@@ -86,7 +89,7 @@ def _from_csv(fs, root: str, text: str) -> tuple[list[SourceItem], list[Rejected
             rejected.append(Rejected(uri, f"{LABELS_CSV} line {line}: label {row['label']!r} is not 0 or 1"))
         elif not fs.exists(path):
             rejected.append(Rejected(uri, f"{LABELS_CSV} line {line}: file does not exist"))
-        elif _escapes_root(fs, root, path):
+        elif escapes(path):
             rejected.append(Rejected(uri, "symlink points outside the source folder"))
         else:
             split = _SPLIT_FOLDERS.get((row.get("split") or "").strip().lower())
@@ -98,8 +101,9 @@ def _uri(fs, path: str) -> str:
     return path if isinstance(fs, LocalFileSystem) else fs.unstrip_protocol(path)
 
 
-def _escapes_root(fs, root: str, path: str) -> bool:
+def _escape_check(fs, root: str) -> Callable[[str], bool]:
+    """Whether a path under ``root`` resolves outside it (through a symlink); remote stores have none."""
     if not isinstance(fs, LocalFileSystem):
-        return False
+        return lambda path: False
     real_root = os.path.realpath(root)
-    return os.path.commonpath([real_root, os.path.realpath(path)]) != real_root
+    return lambda path: os.path.commonpath([real_root, os.path.realpath(path)]) != real_root

@@ -10,7 +10,7 @@ import hashlib
 import json
 from dataclasses import asdict
 from datetime import UTC, datetime
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from pipeline.media.images import MediaError
 from pipeline.media.sniff import SNIFF_BYTES, sniff_kind
@@ -21,18 +21,26 @@ from pipeline.settings import Settings
 from pipeline.store import ResultStore
 
 IMAGE_CHUNK = 2000
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".gif", ".bmp", ".tif", ".tiff", ".webp", ".heic", ".avif"})
 RESULTS_GLOB = "results-*.jsonl"
 
 
 def plan(settings: Settings, source_uri: str) -> dict:
-    """Discover the source; return a work folder, the videos, and files listing chunks of images."""
+    """Discover the source; return a work folder, the videos, and files listing chunks of images.
+
+    The split only decides which task processes a file (one task per video, chunks of
+    images): files with an image extension go to the image chunks unread, the rest are
+    sniffed. Every file's kind is then detected from its bytes by ``process_item``, so a
+    video named ``.jpg`` is still extracted as a video.
+    """
     workdir = settings.storage.root / "runs" / f"prepare-{datetime.now(UTC):%Y%m%dT%H%M%S%f}"
     workdir.mkdir(parents=True)
     items, rejected = discover(source_uri, settings.prepare.label_map)
     (workdir / "rejected.json").write_text(json.dumps([asdict(r) for r in rejected]))
     videos, images = [], []
     for item in items:
-        (videos if _peek_kind(item.uri) == "video" else images).append(asdict(item))
+        routed_as_image = PurePosixPath(item.uri).suffix.lower() in IMAGE_SUFFIXES
+        (images if routed_as_image or _peek_kind(item.uri) != "video" else videos).append(asdict(item))
     chunks = []
     for number, start in enumerate(range(0, len(images), IMAGE_CHUNK)):
         chunks.append(str(workdir / f"images-{number:05d}.json"))

@@ -157,6 +157,7 @@ def _bundle_metadata(settings: Settings, dataset: dict, aggregation: str) -> dic
     return {
         "backbone": settings.model.backbone,
         "image_size": settings.model.image_size,
+        "test_time_flip": settings.model.test_time_flip,
         "frame_size": dataset["frame_size"],
         "resize_policy": dataset["resize_policy"],
         "crop": dataset.get("crop", "full"),

@@ -74,6 +74,21 @@ def test_audio_only_and_corrupt_files_give_reasons(clip, make_clip, tmp_path):
         extract_frames(str(truncated), timeout_s=30)
 
 
+def test_a_video_whose_frames_cannot_be_decoded_gives_a_reason(make_clip, tmp_path):
+    """Container and stream headers intact (probe succeeds), every coded frame zeroed."""
+    intact = make_clip(
+        "faststart.mp4", "-f", "lavfi", "-i", "testsrc=size=64x48:rate=25:duration=2", "-pix_fmt", "yuv420p",
+        "-movflags", "+faststart",
+    )  # fmt: skip
+    data = intact.read_bytes()
+    payload = data.index(b"mdat") + 4
+    zeroed = tmp_path / "zeroed.mp4"
+    zeroed.write_bytes(data[:payload] + bytes(len(data) - payload))
+    assert probe(str(zeroed), timeout_s=30).width == 64
+    with pytest.raises(MediaError, match="no decodable video frames"):
+        extract_frames(str(zeroed), count=8, timeout_s=30)
+
+
 def test_remote_bytes_go_through_a_temporary_file(clip):
     info, frames = extract_frames_from("s3://bucket/clip.mp4", clip.read_bytes(), count=2, timeout_s=30)
     assert info.width == 64 and len(frames) == 2

@@ -47,3 +47,18 @@ def test_an_export_that_does_not_match_is_refused(serving, frames, tmp_path):
     with pytest.raises(OnnxExportError, match="differs from Keras"):
         export_onnx(serving, tmp_path / "m.onnx", check_frames=frames, tolerance=-1.0)
     assert not (tmp_path / "m.onnx").exists()
+
+
+def test_test_time_flip_serves_the_mean_logit_of_both_mirror_images(frames, tmp_path):
+    flipping = SETTINGS.model_copy(update={"test_time_flip": True})
+    trained = build_classifier(flipping, frame_size=96)
+    single, mirrored = serving_copy(trained, SETTINGS), serving_copy(trained, flipping)
+    expected = (keras_logits(single, frames) + keras_logits(single, frames[:, :, ::-1].copy())) / 2
+    np.testing.assert_allclose(keras_logits(mirrored, frames), expected, atol=1e-5)
+    assert not np.allclose(keras_logits(single, frames), expected, atol=1e-3)  # the mirror view really counts
+
+    folder = save_bundle(tmp_path / "bundle", mirrored, Calibration(), {"frame_size": 96}, check_frames=frames[:4])
+    bundle = load_bundle(folder)
+    assert bundle.runtime == "onnxruntime"
+    np.testing.assert_allclose(bundle.logits(frames, batch_size=4), expected, atol=1e-4)
+    np.testing.assert_allclose(keras_logits(bundle.keras_model, frames), expected, atol=1e-5)  # reloads from .keras

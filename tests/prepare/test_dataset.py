@@ -34,6 +34,7 @@ def messy_source(tmp_path, synthetic_source):
     (real / "copy of r0.jpg").write_bytes(_jpeg(0))  # exact duplicate, same label
     (fake / "r1 again.jpg").write_bytes(_jpeg(1))  # same bytes as a REAL image
     shutil.copy(next(synthetic_source.root.glob("videos/*-real.mp4")), real / "clip.mp4")
+    shutil.copy(next(synthetic_source.root.glob("videos/*-fake.mp4")), fake / "video named.jpg")
     (real / "empty.jpg").write_bytes(b"")
     (fake / "notes.mp4").write_text("text renamed to .mp4")
     (fake / "broken.mp4").write_bytes((real / "clip.mp4").read_bytes()[:500])
@@ -63,7 +64,7 @@ def messy_source(tmp_path, synthetic_source):
 def test_counts_add_up_and_every_bad_file_has_a_reason(settings, store, messy_source):
     summary = prepare.run(settings, store, str(messy_source))
     reasons = {doc["uri"].rsplit("/", 1)[-1]: doc["reason"] for doc in store.db[QUARANTINE].find()}
-    assert summary["input"] == 12 + 12 + 1 + 1 + 1 + 5 + 2
+    assert summary["input"] == 12 + 12 + 1 + 1 + 1 + 1 + 5 + 2
     assert summary["input"] == summary["kept"] + summary["duplicate"] + summary["quarantined"]
     assert summary["duplicate"] == 1
     assert reasons["empty.jpg"] == "empty file (0 bytes)"
@@ -77,6 +78,18 @@ def test_counts_add_up_and_every_bad_file_has_a_reason(settings, store, messy_so
         assert summary["quarantined"] == 8
     else:
         assert reasons["locked.jpg"].startswith("unreadable file")
+
+
+def test_kinds_come_from_content_whatever_the_extension(settings, store, messy_source):
+    work = prepare.plan(settings, str(messy_source))
+    routed_as_image = {
+        item["uri"].rsplit("/", 1)[-1] for chunk in work["image_chunks"] for item in prepare.load_chunk(chunk)
+    }
+    assert "video named.jpg" in routed_as_image  # the extension only picks the task that processes it
+    assert {item["uri"].rsplit("/", 1)[-1] for item in work["videos"]} == {"clip.mp4", "broken.mp4", "voice.mp4"}
+    prepare.run(settings, store, str(messy_source))
+    disguised = store.db[MEDIA].find_one({"uri": {"$regex": "video named.jpg$"}})
+    assert disguised["kind"] == "video" and disguised["frames_extracted"] == settings.prepare.frames_per_video
 
 
 def test_no_group_or_content_straddles_splits(settings, store, synthetic_source):
@@ -120,3 +133,22 @@ def test_balancing_policies(settings, store, tmp_path, policy):
         assert weights["1"] * train["fake_frames"] == pytest.approx(weights["0"] * train["real_frames"])
     else:
         assert train["real_frames"] == train["fake_frames"]
+
+
+def test_near_duplicates_share_a_group_and_a_split(settings, store, tmp_path):
+    """A re-encoded, slightly smaller copy has other bytes but the same perceptual hash."""
+    from pipeline.synthetic import PHOTOS, photo
+
+    root = tmp_path / "near"
+    (root / "REAL").mkdir(parents=True)
+    for name in PHOTOS:
+        Image.fromarray(photo(name)).save(root / "REAL" / f"{name}.jpg", quality=95)
+    Image.fromarray(photo("astronaut")).resize((460, 460)).save(root / "REAL" / "astronaut copy.jpg", quality=70)
+    summary = prepare.run(settings, store, str(root))
+    manifest = pd.read_parquet(summary["manifest"])
+    manifest.index = manifest["source_uri"].str.rsplit("/", n=1).str[-1]
+    original, copy = manifest.loc["astronaut.jpg"], manifest.loc["astronaut copy.jpg"]
+    assert original["content_id"] != copy["content_id"] and summary["duplicate"] == 0
+    assert original["phash"] == copy["phash"]
+    assert original["group"] == copy["group"] and original["split"] == copy["split"]
+    assert manifest["group"].nunique() == len(PHOTOS)  # nothing else was merged
