@@ -23,6 +23,7 @@ from pipeline.settings import Settings
 
 CHAMPION = "champion"
 BUNDLE_PATH = "bundle"
+TRACKING_URI_ENV = "MLFLOW_TRACKING_URI"
 
 
 @dataclass(frozen=True)
@@ -45,13 +46,28 @@ def configure(settings: Settings) -> str:
         dagshub.init(repo_owner=owner, repo_name=name, mlflow=True)
     else:
         settings.storage.root.mkdir(parents=True, exist_ok=True)
-        mlflow.set_tracking_uri(settings.mlflow_uri)
+        _set_tracking_uri(settings.mlflow_uri)
     experiment = settings.mlflow.experiment
     if mlflow.get_experiment_by_name(experiment) is None and mlflow.get_tracking_uri().startswith("sqlite"):
         # keep artifacts beside the database, not in the current directory
         mlflow.create_experiment(experiment, artifact_location=(settings.storage.root / "mlartifacts").as_uri())
     mlflow.set_experiment(experiment)
     return mlflow.get_tracking_uri()
+
+
+def _set_tracking_uri(uri: str) -> None:
+    """``mlflow.set_tracking_uri`` without its side effect on the environment.
+
+    MLflow also exports the URI as ``MLFLOW_TRACKING_URI``, which every later Settings would
+    take for the user's own choice: a second configuration in the same process (another
+    storage root) would then log and register into the first one's store.
+    """
+    before = os.environ.get(TRACKING_URI_ENV)
+    mlflow.set_tracking_uri(uri)
+    if before is None:
+        os.environ.pop(TRACKING_URI_ENV, None)
+    else:
+        os.environ[TRACKING_URI_ENV] = before
 
 
 @contextmanager
