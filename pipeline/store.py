@@ -46,21 +46,22 @@ class ResultStore:
         verdicts.create_index([("sources", ASCENDING)])
 
     # -- prepare -----------------------------------------------------------------------
-    def record_dataset(
-        self, document: dict[str, Any], media: list[dict[str, Any]], quarantined: list[dict[str, Any]]
-    ) -> None:
-        """Store a dataset version with its source media and quarantined inputs.
+    def record_media(self, media: list[dict[str, Any]]) -> None:
+        """Store source media documents, keyed by content id.
 
-        Media and quarantine documents record immutable facts about content, so they are
-        inserted once and skipped when present: idempotent, and one round trip for 100k items.
-        Which media belong to a dataset is its manifest's business.
+        They record immutable facts about content, so they are inserted once and skipped when
+        present: idempotent, and one round trip for 100k items. Which media belong to a dataset
+        is its manifest's business.
         """
-        dataset_id, now = document["_id"], _now()
-        media_docs = [
+        now = _now()
+        _insert_new(self.db[MEDIA], [
             {"_id": m["content_id"], **{k: v for k, v in m.items() if k != "content_id"}, "created_at": now}
             for m in media
-        ]
-        _insert_new(self.db[MEDIA], media_docs)
+        ])  # fmt: skip
+
+    def record_dataset(self, document: dict[str, Any], quarantined: list[dict[str, Any]]) -> None:
+        """Store a dataset version and the inputs it quarantined (after its media: see ``record_media``)."""
+        dataset_id, now = document["_id"], _now()
         _insert_new(self.db[QUARANTINE], [
             {"_id": _key(dataset_id, q["uri"]), **q, "dataset_id": dataset_id, "created_at": now} for q in quarantined
         ])  # fmt: skip

@@ -45,5 +45,5 @@ def test_indexes_exist(store):
     store.ensure_indexes()
     names = {tuple(index["key"].keys()) for index in store.db[VERDICTS].list_indexes()}
     assert ("verdict", "created_at") in names and ("model.version", "created_at") in names
-    store.record_dataset({"_id": "ds-1"}, [{"content_id": "c" * 64, "uri": "u1"}], [])
+    store.record_media([{"content_id": "c" * 64, "uri": "u1"}])
     assert [tuple(index["key"]) for index in store.db[MEDIA].list_indexes()] == [("_id",)]  # inserts stay cheap

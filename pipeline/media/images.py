@@ -19,6 +19,9 @@ from pipeline.settings import ResizePolicy
 MAX_IMAGE_PIXELS = 64_000_000  # larger images are refused as decompression bombs
 JPEG_QUALITY = 95
 _EXIF_ORIENTATION = 0x0112
+_FRAME_MARKERS = frozenset({0xC0, 0xC1, 0xC2})  # baseline, extended and progressive Huffman frames
+_REFUSED_MARKERS = frozenset({0xE1, 0xE2, 0xEE}) | frozenset(range(0xC3, 0xD0)) - {0xC4, 0xCC}
+_START_OF_SCAN = 0xDA
 
 
 class MediaError(ValueError):
@@ -29,6 +32,10 @@ def decode_image(data: bytes) -> tuple[np.ndarray, list[str]]:
     """Return an RGB uint8 array and the normalisation steps applied (for the record)."""
     if not data:
         raise MediaError("empty file (0 bytes)")
+    if is_plain_jpeg(data):
+        bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
+        if bgr is not None:
+            return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), []
     steps: list[str] = []
     Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS
     try:
@@ -53,6 +60,34 @@ def decode_image(data: bytes) -> tuple[np.ndarray, list[str]]:
         steps.append(f"converted_{image.mode}_to_RGB")
         image = _to_rgb(image)
     return np.asarray(image, dtype=np.uint8), steps
+
+
+def is_plain_jpeg(data: bytes) -> bool:
+    """Whether OpenCV may decode ``data`` in place of Pillow, with the same pixels and no steps.
+
+    That is a complete (end marker last) 8-bit, 3-component, Huffman-coded JPEG under the size
+    limit, without the markers that make Pillow rotate, convert or refuse it: APP1 (EXIF),
+    APP2 (ICC, multi-picture) and APP14 (Adobe colour transform). Pillow's decode plus its
+    EXIF and mode checks cost several times OpenCV's on small images; anything else takes
+    the Pillow path.
+    """
+    if not (data.startswith(b"\xff\xd8") and data.endswith(b"\xff\xd9")):
+        return False
+    position = 2
+    while position + 10 <= len(data) and data[position] == 0xFF:
+        marker = data[position + 1]
+        if marker == 0xFF:  # a fill byte before the marker
+            position += 1
+            continue
+        if marker in _REFUSED_MARKERS or marker == _START_OF_SCAN:
+            return False
+        if marker in _FRAME_MARKERS:
+            precision, components = data[position + 4], data[position + 9]
+            height = int.from_bytes(data[position + 5 : position + 7], "big")
+            width = int.from_bytes(data[position + 7 : position + 9], "big")
+            return precision == 8 and components == 3 and 0 < width * height <= MAX_IMAGE_PIXELS
+        position += 2 + int.from_bytes(data[position + 2 : position + 4], "big")
+    return False
 
 
 def _to_rgb(image: Image.Image) -> Image.Image:

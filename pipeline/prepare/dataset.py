@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from collections import Counter, defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -47,13 +48,24 @@ class Dataset:
 
 
 def assemble_dataset(
-    results: list[ItemResult], rejected: list[Rejected], settings: PrepareSettings, datasets_dir: Path
+    results: list[ItemResult],
+    rejected: list[Rejected],
+    settings: PrepareSettings,
+    datasets_dir: Path,
+    *,
+    on_kept: Callable[[list[ItemResult]], None] | None = None,
 ) -> Dataset:
-    """Deduplicate by content, group near-duplicates, split by group, balance, write the manifest."""
+    """Deduplicate by content, group near-duplicates, split by group, balance, write the manifest.
+
+    ``on_kept`` gets the kept media as soon as deduplication settles them, so that a caller can
+    record them while the manifest is built.
+    """
     quarantined = [Quarantined(r.uri, "", r.reason) for r in rejected]
     quarantined += [Quarantined(r.uri, r.content_id, r.reason) for r in results if r.reason]
     kept, duplicates, conflicts = _deduplicate([r for r in results if not r.reason])
     quarantined += conflicts
+    if on_kept:
+        on_kept(kept)
     groups = _group_keys(kept)
     group_labels: dict[str, Counter] = defaultdict(Counter)
     hint_votes: dict[str, Counter] = defaultdict(Counter)

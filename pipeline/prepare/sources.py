@@ -5,7 +5,8 @@ from __future__ import annotations
 import csv
 import io
 import os
-from collections.abc import Callable
+from collections import defaultdict
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import Literal
@@ -59,20 +60,54 @@ def discover(source_uri: str, label_map: dict[str, int]) -> tuple[list[SourceIte
 
 def _from_folders(fs, root: str, label_map: dict[str, int]) -> tuple[list[SourceItem], list[Rejected]]:
     items, rejected = [], []
-    escapes = _escape_check(fs, root)
-    for path in sorted(fs.find(root)):
-        uri = _uri(fs, path)
-        parts = PurePosixPath(path[len(root) :].lstrip("/")).parts[:-1]
-        outside = escapes(path)
+    for folder, files in _files_by_folder(fs, root):
+        parts = PurePosixPath(folder[len(root) :].lstrip("/")).parts
         label = next((label_map[p.lower()] for p in reversed(parts) if p.lower() in label_map), None)
         split = next((_SPLIT_FOLDERS[p.lower()] for p in parts if p.lower() in _SPLIT_FOLDERS), None)
-        if outside:
-            rejected.append(Rejected(uri, "symlink points outside the source folder"))
-        elif label is None:
-            rejected.append(Rejected(uri, f"no label: no enclosing folder is in the label map {sorted(label_map)}"))
-        else:
-            items.append(SourceItem(uri, label, None, split))
+        for path, outside in files:
+            uri = _uri(fs, path)
+            if outside:
+                rejected.append(Rejected(uri, "symlink points outside the source folder"))
+            elif label is None:
+                rejected.append(Rejected(uri, f"no label: no enclosing folder is in the label map {sorted(label_map)}"))
+            else:
+                items.append(SourceItem(uri, label, None, split))
+    items.sort(key=lambda item: item.uri)
+    rejected.sort(key=lambda item: item.uri)
     return items, rejected
+
+
+def _files_by_folder(fs, root: str) -> Iterator[tuple[str, list[tuple[str, bool]]]]:
+    """Each folder under ``root`` with its files and whether each resolves outside ``root``."""
+    if not isinstance(fs, LocalFileSystem):
+        by_folder: dict[str, list[tuple[str, bool]]] = defaultdict(list)
+        for path in fs.find(root):
+            by_folder[path.rsplit("/", 1)[0]].append((path, False))  # remote stores have no symlinks
+        yield from by_folder.items()
+        return
+    real_root = os.path.realpath(root)
+    pending: list[tuple[str, frozenset[str]]] = [(root, frozenset())]
+    while pending:
+        folder, ancestors = pending.pop()
+        real_folder = os.path.realpath(folder)
+        if real_folder in ancestors:  # a link back up the tree: a cycle
+            continue
+        ancestors |= {real_folder}
+        folder_outside = not _within(real_folder, real_root)
+        files = []
+        with os.scandir(folder) as entries:  # one scan per folder: realpath per file cost more than the rest
+            for entry in entries:
+                if entry.is_dir():  # linked folders are followed, as fsspec's find does
+                    pending.append((entry.path, ancestors))
+                elif entry.is_symlink():
+                    files.append((entry.path, not _within(os.path.realpath(entry.path), real_root)))
+                else:
+                    files.append((entry.path, folder_outside))
+        yield folder, files
+
+
+def _within(path: str, folder: str) -> bool:
+    return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
 
 
 def _from_csv(fs, root: str, text: str) -> tuple[list[SourceItem], list[Rejected]]:
@@ -81,7 +116,7 @@ def _from_csv(fs, root: str, text: str) -> tuple[list[SourceItem], list[Rejected
     if missing:
         raise ValueError(f"{LABELS_CSV} lacks column(s) {sorted(missing)}; expected file_name,label[,group][,split]")
     items, rejected = [], []
-    escapes = _escape_check(fs, root)
+    real_root = os.path.realpath(root) if isinstance(fs, LocalFileSystem) else None  # remote stores have no symlinks
     for line, row in enumerate(reader, start=2):
         path = f"{root}/{row['file_name'].lstrip('/')}"
         uri = _uri(fs, path)
@@ -89,7 +124,7 @@ def _from_csv(fs, root: str, text: str) -> tuple[list[SourceItem], list[Rejected
             rejected.append(Rejected(uri, f"{LABELS_CSV} line {line}: label {row['label']!r} is not 0 or 1"))
         elif not fs.exists(path):
             rejected.append(Rejected(uri, f"{LABELS_CSV} line {line}: file does not exist"))
-        elif escapes(path):
+        elif real_root and not _within(os.path.realpath(path), real_root):
             rejected.append(Rejected(uri, "symlink points outside the source folder"))
         else:
             split = _SPLIT_FOLDERS.get((row.get("split") or "").strip().lower())
@@ -99,11 +134,3 @@ def _from_csv(fs, root: str, text: str) -> tuple[list[SourceItem], list[Rejected
 
 def _uri(fs, path: str) -> str:
     return path if isinstance(fs, LocalFileSystem) else fs.unstrip_protocol(path)
-
-
-def _escape_check(fs, root: str) -> Callable[[str], bool]:
-    """Whether a path under ``root`` resolves outside it (through a symlink); remote stores have none."""
-    if not isinstance(fs, LocalFileSystem):
-        return lambda path: False
-    real_root = os.path.realpath(root)
-    return lambda path: os.path.commonpath([real_root, os.path.realpath(path)]) != real_root

@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict
 from datetime import UTC, datetime
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 from pipeline.media.images import MediaError
 from pipeline.media.sniff import SNIFF_BYTES, sniff_kind
@@ -36,11 +39,11 @@ def plan(settings: Settings, source_uri: str) -> dict:
     workdir = settings.storage.root / "runs" / f"prepare-{datetime.now(UTC):%Y%m%dT%H%M%S%f}"
     workdir.mkdir(parents=True)
     items, rejected = discover(source_uri, settings.prepare.label_map)
-    (workdir / "rejected.json").write_text(json.dumps([asdict(r) for r in rejected]))
+    (workdir / "rejected.json").write_text(json.dumps([vars(r) for r in rejected]))
     videos, images = [], []
-    for item in items:
-        routed_as_image = PurePosixPath(item.uri).suffix.lower() in IMAGE_SUFFIXES
-        (images if routed_as_image or _peek_kind(item.uri) != "video" else videos).append(asdict(item))
+    for item in items:  # vars, not asdict: these are flat, and asdict deep-copies
+        routed_as_image = os.path.splitext(item.uri)[1].lower() in IMAGE_SUFFIXES
+        (images if routed_as_image or _peek_kind(item.uri) != "video" else videos).append(vars(item))
     chunks = []
     for number, start in enumerate(range(0, len(images), IMAGE_CHUNK)):
         chunks.append(str(workdir / f"images-{number:05d}.json"))
@@ -79,6 +82,7 @@ def process_batch(settings: Settings, workdir: str, items: list[dict], *, on_pro
 
 def assemble(settings: Settings, store: ResultStore, workdir: str, source_uri: str) -> dict:
     """Build the dataset from every batch's results, write the manifest and record it in MongoDB."""
+    started = time.perf_counter()
     folder = Path(workdir)
     results = [
         ItemResult.from_dict(json.loads(line))
@@ -86,22 +90,40 @@ def assemble(settings: Settings, store: ResultStore, workdir: str, source_uri: s
         for line in path.read_text().splitlines()
     ]
     rejected = [Rejected(**r) for r in json.loads((folder / "rejected.json").read_text())]
-    dataset = assemble_dataset(results, rejected, settings.prepare, settings.storage.root / "datasets")
     store.ensure_indexes()
-    store.record_dataset(
-        _dataset_document(dataset, settings, source_uri),
-        [_media_document(m) for m in dataset.media],
-        [asdict(q) for q in dataset.quarantined],
-    )
-    return summary(dataset)
+    with ThreadPoolExecutor(max_workers=1) as writer:  # MongoDB inserts the media while the manifest is built
+        media_recorded: list[Future] = []
+        dataset = assemble_dataset(
+            results,
+            rejected,
+            settings.prepare,
+            settings.storage.root / "datasets",
+            on_kept=lambda kept: media_recorded.append(
+                writer.submit(lambda: store.record_media([_media_document(m) for m in kept]))
+            ),
+        )
+        assembled = time.perf_counter()
+        media_recorded[0].result()
+    store.record_dataset(_dataset_document(dataset, settings, source_uri), [asdict(q) for q in dataset.quarantined])
+    steps = {"assemble": assembled - started, "record": time.perf_counter() - assembled}
+    return {**summary(dataset), "step_s": _rounded(steps)}
 
 
 def run(settings: Settings, store: ResultStore, source_uri: str, *, on_progress: Progress | None = None) -> dict:
-    """The whole stage in one process (the CLI's path)."""
+    """The whole stage in one process (the CLI's path); the summary says how long each step took."""
+    started = time.perf_counter()
     work = plan(settings, source_uri)
+    planned = time.perf_counter()
     items = work["videos"] + [i for chunk in work["image_chunks"] for i in load_chunk(chunk)]
     process_batch(settings, work["workdir"], items, on_progress=on_progress)
-    return assemble(settings, store, work["workdir"], source_uri)
+    processed = time.perf_counter()
+    result = assemble(settings, store, work["workdir"], source_uri)
+    steps = _rounded({"plan": planned - started, "process": processed - planned})
+    return {**result, "step_s": steps | result["step_s"]}
+
+
+def _rounded(seconds: dict[str, float]) -> dict[str, float]:
+    return {step: round(value, 3) for step, value in seconds.items()}
 
 
 def summary(dataset: Dataset) -> dict:

@@ -1,12 +1,22 @@
 import io
+import itertools
+import tarfile
 
 import numpy as np
 import pytest
+import skimage.data
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from pipeline.media.images import MediaError, decode_image, decode_jpeg, encode_jpeg, resize_to_square
+from pipeline.media.images import (
+    MediaError,
+    decode_image,
+    decode_jpeg,
+    encode_jpeg,
+    is_plain_jpeg,
+    resize_to_square,
+)
 from pipeline.media.sniff import sniff_kind
 
 
@@ -92,3 +102,62 @@ def test_jpeg_round_trip_is_close():
     ramp = np.linspace(0, 255, 64)
     image = np.stack(np.broadcast_arrays(ramp[:, None], ramp[None, :], 128.0), axis=-1).astype(np.uint8)
     assert np.abs(decode_jpeg(encode_jpeg(image)).astype(int) - image).mean() < 2
+
+
+def _photo_jpeg(image: np.ndarray, **options) -> bytes:
+    return _encode(Image.fromarray(image), "JPEG", **options)
+
+
+@given(
+    height=st.integers(1, 80),
+    width=st.integers(1, 80),
+    subsampling=st.sampled_from([0, 1, 2]),
+    quality=st.integers(40, 100),
+    progressive=st.booleans(),
+    seed=st.integers(0, 2**16),
+)
+@settings(max_examples=80, deadline=None)
+def test_plain_jpegs_take_the_opencv_path_with_pillows_pixels(height, width, subsampling, quality, progressive, seed):
+    smooth = np.random.default_rng(seed).integers(0, 255, (height // 4 + 1, width // 4 + 1, 3), dtype=np.uint8)
+    image = np.asarray(Image.fromarray(smooth).resize((width, height), Image.Resampling.BILINEAR))
+    data = _photo_jpeg(image, quality=quality, subsampling=subsampling, progressive=progressive)
+    assert is_plain_jpeg(data)
+    rgb, steps = decode_image(data)
+    assert steps == []
+    np.testing.assert_array_equal(rgb, np.asarray(Image.open(io.BytesIO(data)).convert("RGB")))
+
+
+def test_photos_decode_to_pillows_pixels():
+    for photo in (skimage.data.astronaut(), skimage.data.coffee()):
+        data = _photo_jpeg(photo, quality=90)
+        assert is_plain_jpeg(data)
+        np.testing.assert_array_equal(decode_image(data)[0], np.asarray(Image.open(io.BytesIO(data))))
+
+
+def test_shared_cifake_jpegs_decode_to_pillows_pixels(shared_datasets):
+    with tarfile.open(shared_datasets / "cifake" / "test.tar.gz") as archive:
+        members = itertools.islice(filter(tarfile.TarInfo.isfile, archive), 500)
+        files = [archive.extractfile(member).read() for member in members]
+    assert all(is_plain_jpeg(data) for data in files)
+    for data in files:
+        np.testing.assert_array_equal(decode_image(data)[0], np.asarray(Image.open(io.BytesIO(data))))
+
+
+def test_jpegs_that_need_pillow_are_not_plain():
+    photo = skimage.data.chelsea()
+    exif = Image.new("RGB", (1, 1)).getexif()
+    exif[0x0112] = 3
+    needs_pillow = {
+        "exif": _photo_jpeg(photo, exif=exif),
+        "icc profile": _photo_jpeg(photo, icc_profile=b"\0" * 128),
+        "greyscale": _encode(Image.fromarray(photo).convert("L"), "JPEG"),
+        "cmyk": _encode(Image.fromarray(photo).convert("CMYK"), "JPEG"),
+        "truncated": _photo_jpeg(photo)[:-100],
+        "bomb": _photo_jpeg(photo)[:2] + b"\xff\xc0\x00\x11\x08\x30\x00\x30\x00\x03" + _photo_jpeg(photo)[2:],
+    }
+    for name, data in needs_pillow.items():
+        assert not is_plain_jpeg(data), name
+    with pytest.raises(MediaError, match="undecodable image"):
+        decode_image(needs_pillow["truncated"])
+    assert decode_image(needs_pillow["exif"])[1] == ["exif_rotated"]
+    assert decode_image(needs_pillow["greyscale"])[1] == ["converted_L_to_RGB"]

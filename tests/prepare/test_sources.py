@@ -40,6 +40,23 @@ def test_symlink_escaping_the_source_is_rejected(tmp_path):
     assert rejected[0].reason == "symlink points outside the source folder"
 
 
+def test_linked_folders_are_followed_once_and_checked(tmp_path):
+    _touch(tmp_path / "elsewhere" / "secret.jpg")
+    source = tmp_path / "source"
+    _touch(source / "real" / "ok.jpg")
+    _touch(source / "shared" / "inside.jpg")
+    (source / "fake").mkdir()
+    (source / "fake" / "outside").symlink_to(tmp_path / "elsewhere")
+    (source / "fake" / "inside").symlink_to(source / "shared")
+    (source / "real" / "loop").symlink_to(source / "real")  # a cycle must not recurse forever
+    items, rejected = discover(str(source), LABELS)
+    assert sorted(os.path.relpath(i.uri, source) for i in items) == ["fake/inside/inside.jpg", "real/ok.jpg"]
+    assert {os.path.relpath(r.uri, source): r.reason for r in rejected} == {
+        "fake/outside/secret.jpg": "symlink points outside the source folder",
+        "shared/inside.jpg": f"no label: no enclosing folder is in the label map {sorted(LABELS)}",
+    }
+
+
 def test_kaggle_csv_with_groups_and_bad_rows(tmp_path):
     _touch(tmp_path / "imgs" / "a.jpg")
     _touch(tmp_path / "imgs" / "b.jpg")
