@@ -23,7 +23,7 @@ from pipeline.media.images import MediaError, decode_image, encode_jpeg, resize_
 from pipeline.media.sniff import SNIFF_BYTES, sniff_kind
 from pipeline.media.video import extract_frames_from
 from pipeline.prepare.sources import SourceItem
-from pipeline.settings import PrepareSettings
+from pipeline.settings import PrepareSettings, ResizePolicy
 
 Progress = Callable[[int, int], None]
 _PHASH_INPUT = 32  # imagehash.phash works on a 32x32 greyscale image
@@ -139,7 +139,8 @@ def _process_video(uri: str, data: bytes, result: ItemResult, settings: PrepareS
 def _store_frame(
     rgb: np.ndarray, cid: str, index: int, time_s: float, settings: PrepareSettings, frames_dir: Path
 ) -> FrameRecord:
-    square = resize_to_square(frame_region(rgb, settings.crop), settings.frame_size, settings.resize_policy)
+    region = frame_region(rgb, settings.crop)
+    square = resize_to_square(region, settings.frame_size, settings.resize_policy)
     path = frames_dir / cid[:2] / f"{cid}_{index:04d}.jpg"
     jpeg = encode_jpeg(square)
     try:
@@ -147,17 +148,19 @@ def _store_frame(
     except FileNotFoundError:  # the first frame in this folder; checking on every frame costs more
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(jpeg)
-    return FrameRecord(str(path), index, time_s, perceptual_hash(square))
+    smaller = region if region.shape[0] * region.shape[1] < square.shape[0] * square.shape[1] else square
+    return FrameRecord(str(path), index, time_s, perceptual_hash(smaller, settings.resize_policy))
 
 
-def perceptual_hash(rgb: np.ndarray) -> str:
-    """imagehash's pHash of a 32x32 greyscale thumbnail, as 16 hex digits.
+def perceptual_hash(rgb: np.ndarray, policy: ResizePolicy) -> str:
+    """imagehash's pHash of ``rgb`` brought to a 32x32 greyscale thumbnail by ``policy``, as 16 hex digits.
 
-    The thumbnail is made by OpenCV (area averaging); the DCT, median and bits are
-    ``imagehash.phash``'s own steps on it, run without its PIL round trips, which cost more
-    than the hash (tests/prepare/test_process.py checks the bits against imagehash).
+    The thumbnail is made by OpenCV, and from the frame before upscaling where that is smaller
+    than the stored square: the same picture, without shrinking 65,536 pixels back down (the
+    costliest step for a CIFAKE image). The DCT, median and bits are ``imagehash.phash``'s own
+    steps on it, run without its PIL round trips (tests/prepare/test_process.py checks the bits).
     """
-    grey = cv2.resize(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY), (_PHASH_INPUT, _PHASH_INPUT), interpolation=cv2.INTER_AREA)
+    grey = cv2.cvtColor(resize_to_square(rgb, _PHASH_INPUT, policy), cv2.COLOR_RGB2GRAY)
     low = scipy.fftpack.dct(scipy.fftpack.dct(grey, axis=0), axis=1)[:_PHASH_BITS, :_PHASH_BITS]
     middle = np.sort(low, axis=None)[low.size // 2 - 1 : low.size // 2 + 1]
     return np.packbits(low > (middle[0] + middle[1]) / 2).tobytes().hex()  # np.median's value, at a third of its cost

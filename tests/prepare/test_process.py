@@ -1,18 +1,35 @@
 import cv2
 import imagehash
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
+from pipeline.media.images import resize_to_square
 from pipeline.prepare.process import perceptual_hash
+from pipeline.synthetic import photo
 
 
-@given(seed=st.integers(0, 2**16), size=st.sampled_from([32, 64, 256]), flat=st.booleans())
+@given(
+    seed=st.integers(0, 2**16),
+    height=st.integers(8, 300),
+    width=st.integers(8, 300),
+    flat=st.booleans(),
+    policy=st.sampled_from(["squash", "letterbox", "center_crop"]),
+)
 @settings(max_examples=150, deadline=None)
-def test_perceptual_hash_has_imagehash_bits(seed, size, flat):
+def test_perceptual_hash_has_imagehash_bits(seed, height, width, flat, policy):
     rng = np.random.default_rng(seed)
-    shape = (size, size, 3)
+    shape = (height, width, 3)
     image = np.full(shape, rng.integers(0, 255), np.uint8) if flat else rng.integers(0, 255, shape, np.uint8)
-    thumbnail = cv2.resize(cv2.cvtColor(image, cv2.COLOR_RGB2GRAY), (32, 32), interpolation=cv2.INTER_AREA)
-    assert perceptual_hash(image) == str(imagehash.phash(Image.fromarray(thumbnail)))
+    thumbnail = Image.fromarray(cv2.cvtColor(resize_to_square(image, 32, policy), cv2.COLOR_RGB2GRAY))
+    assert perceptual_hash(image, policy) == str(imagehash.phash(thumbnail))
+
+
+@pytest.mark.parametrize("name", ["astronaut", "coffee", "chelsea"])
+def test_a_small_frame_hashes_like_its_stored_square(name):
+    """Small frames are hashed before upscaling; the hash must not depend on that shortcut."""
+    small = np.asarray(Image.fromarray(photo(name)).resize((32, 32), Image.Resampling.BOX))
+    square = resize_to_square(small, 256, "letterbox")
+    assert perceptual_hash(small, "letterbox") == perceptual_hash(square, "letterbox")
