@@ -27,12 +27,12 @@ import numpy as np
 from prepare_bench import extract_cifake
 
 from pipeline import tracking
-from pipeline.media.images import decode_image, resize_to_square
+from pipeline.media.images import decode_image
 from pipeline.model.bundle import load_bundle
 from pipeline.model.evaluate import binary_metrics, save_plots
 from pipeline.services import embedded_mongo
 from pipeline.settings import PROJECT_ROOT, load_settings
-from pipeline.stages import prepare, train
+from pipeline.stages import prepare, score, train
 from pipeline.store import ResultStore
 
 RESULTS = PROJECT_ROOT / "bench" / "results"
@@ -109,12 +109,11 @@ def run(work: Path, args: argparse.Namespace) -> dict:
 def served_test_metrics(settings, test_files: list[str], plots: Path) -> dict:
     """The registered bundle on every official test file, read the way the score stage reads media."""
     bundle = load_bundle(tracking.download_bundle(tracking.champion(settings)))
-    size, policy = bundle.frame_size, bundle.metadata["resize_policy"]
     labels = np.array([int(Path(f).parent.name.upper() == "FAKE") for f in test_files])
     probs = np.concatenate(
         [
             bundle.probabilities(
-                np.stack([resize_to_square(decode_image(Path(f).read_bytes())[0], size, policy) for f in chunk]),
+                np.stack([score.model_frame(decode_image(Path(f).read_bytes())[0], bundle) for f in chunk]),
                 batch_size=256,
             )
             for chunk in (test_files[i : i + 1024] for i in range(0, len(test_files), 1024))

@@ -139,3 +139,12 @@ def encode_jpeg(image: np.ndarray) -> bytes:
 def decode_jpeg(data: bytes) -> np.ndarray:
     """Decode a stored frame back to RGB."""
     return cv2.cvtColor(cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+
+
+def as_stored(frame: np.ndarray) -> np.ndarray:
+    """``frame`` with the loss of its stored JPEG, the pixels training reads back from disk.
+
+    Scoring feeds the model these pixels rather than the cleaner resized frame: a model trained
+    on stored frames shifted its scores on frames that never went through the encoder.
+    """
+    return decode_jpeg(encode_jpeg(frame))

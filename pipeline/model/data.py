@@ -57,7 +57,10 @@ def frame_dataset(
 
 
 def _load(path: tf.Tensor, frame_size: int, size: int) -> tf.Tensor:
-    image = tf.ensure_shape(tf.io.decode_jpeg(tf.io.read_file(path), channels=3), (frame_size, frame_size, 3))
+    # The accurate integer DCT is libjpeg's default, so training decodes the pixels OpenCV
+    # decodes when scoring; TensorFlow's own default (the fast DCT) is off by up to 9 levels.
+    image = tf.io.decode_jpeg(tf.io.read_file(path), channels=3, dct_method="INTEGER_ACCURATE")
+    image = tf.ensure_shape(image, (frame_size, frame_size, 3))
     if size == frame_size:
         return image
     # The same op as keras.layers.Resizing (bilinear, no antialiasing), rounded back to uint8.

@@ -17,7 +17,7 @@ import numpy as np
 from pipeline import tracking
 from pipeline.aggregate import aggregate
 from pipeline.media.faces import frame_region
-from pipeline.media.images import MediaError, decode_image, encode_jpeg, resize_to_square
+from pipeline.media.images import MediaError, as_stored, decode_image, encode_jpeg, resize_to_square
 from pipeline.media.sniff import sniff_kind
 from pipeline.media.video import extract_frames_from
 from pipeline.model.bundle import ModelBundle, load_bundle
@@ -145,22 +145,30 @@ def _move_aside(uri: str, folder: str, content_id: str) -> str:
     return target
 
 
+def model_frame(rgb: np.ndarray, bundle: ModelBundle) -> np.ndarray:
+    """Turn a decoded image or video frame into the model's input exactly as prepare stored training frames.
+
+    Same region, resize policy and size, and the same JPEG loss.
+    """
+    meta = bundle.metadata
+    square = resize_to_square(frame_region(rgb, meta.get("crop", "full")), bundle.frame_size, meta["resize_policy"])
+    return as_stored(square)
+
+
 def _score_content(
     uri: str, data: bytes, kind: str, bundle: ModelBundle, settings: Settings, timings: dict[str, float]
 ) -> dict:
-    meta = bundle.metadata
-    size, policy, crop = bundle.frame_size, meta["resize_policy"], meta.get("crop", "full")
     started = time.perf_counter()
     duration = 0.0
     if kind == "image":
         rgb, _ = decode_image(data)
-        frames, times = [resize_to_square(frame_region(rgb, crop), size, policy)], [0.0]
+        frames, times = [model_frame(rgb, bundle)], [0.0]
     elif kind == "video":
         info, extracted = extract_frames_from(
-            uri, data, count=meta["frames_per_video"], timeout_s=settings.prepare.ffmpeg_timeout_s
+            uri, data, count=bundle.metadata["frames_per_video"], timeout_s=settings.prepare.ffmpeg_timeout_s
         )
         duration = info.duration_s
-        frames = [resize_to_square(frame_region(f.rgb, crop), size, policy) for f in extracted]
+        frames = [model_frame(f.rgb, bundle) for f in extracted]
         times = [f.time_s for f in extracted]
     else:
         raise MediaError("not an image or video (unrecognised content)")
