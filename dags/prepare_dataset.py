@@ -58,17 +58,23 @@ def prepare_dataset():
     def image_chunks_of(work: dict) -> list[str]:
         return work["image_chunks"]
 
-    @task(map_index_template="{{ video.uri.split('/')[-1] }}")
-    def extract_video(video: dict, work: dict, params: dict | None = None) -> str:
+    def process(items: list[dict], work: dict, params: dict) -> str:
+        from mediacheck_hooks import result_store
+
         from pipeline.stages import prepare
 
-        return prepare.process_batch(settings(params), work["workdir"], [video])
+        config = settings(params)
+        return prepare.process_batch(config, result_store(config), work["workdir"], items)
+
+    @task(map_index_template="{{ video.uri.split('/')[-1] }}")
+    def extract_video(video: dict, work: dict, params: dict | None = None) -> str:
+        return process([video], work, params)
 
     @task
     def process_images(chunk: str, work: dict, params: dict | None = None) -> str:
         from pipeline.stages import prepare
 
-        return prepare.process_batch(settings(params), work["workdir"], prepare.load_chunk(chunk))
+        return process(prepare.load_chunk(chunk), work, params)
 
     @task(outlets=[DATASET], trigger_rule="none_failed")
     def assemble(work: dict, params: dict | None = None) -> dict:

@@ -49,15 +49,20 @@ class ResultStore:
     def record_media(self, media: list[dict[str, Any]]) -> None:
         """Store source media documents, keyed by content id.
 
-        They record immutable facts about content, so they are inserted once and skipped when
-        present: idempotent, and one round trip for 100k items. Which media belong to a dataset
-        is its manifest's business.
+        They record facts about content where it was first seen, so they are inserted once and
+        skipped when present: idempotent, and one round trip per batch. Which media belong to a
+        dataset is its manifest's business.
         """
         now = _now()
         _insert_new(self.db[MEDIA], [
             {"_id": m["content_id"], **{k: v for k, v in m.items() if k != "content_id"}, "created_at": now}
             for m in media
         ])  # fmt: skip
+
+    def set_media_status(self, content_ids: list[str], status: str) -> None:
+        """Mark recorded media whose fate was settled after processing (e.g. ``label_conflict``)."""
+        if content_ids:
+            self.db[MEDIA].update_many({"_id": {"$in": content_ids}}, {"$set": {"status": status}})
 
     def record_dataset(self, document: dict[str, Any], quarantined: list[dict[str, Any]]) -> None:
         """Store a dataset version and the inputs it quarantined (after its media: see ``record_media``)."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import warnings
+from typing import Literal
 
 import cv2
 import numpy as np
@@ -128,9 +129,10 @@ def _resize(image: np.ndarray, width: int, height: int) -> np.ndarray:
     return cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_CUBIC)
 
 
-def encode_jpeg(image: np.ndarray) -> bytes:
-    """Encode an RGB frame the one way every stored frame is encoded."""
-    ok, buffer = cv2.imencode(".jpg", cv2.cvtColor(image, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
+def encode_jpeg(image: np.ndarray, *, channels: Literal["RGB", "BGR"] = "RGB") -> bytes:
+    """Encode a frame the one way every stored frame is encoded (``channels`` names its colour order)."""
+    bgr = image if channels == "BGR" else cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
+    ok, buffer = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
     if not ok:
         raise MediaError("JPEG encoding failed")
     return buffer.tobytes()

@@ -11,12 +11,12 @@ import stat
 from collections.abc import Callable, Iterable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import cv2
 import fsspec
 import numpy as np
-import scipy.fftpack
 
 from pipeline.media.faces import frame_region
 from pipeline.media.images import MediaError, decode_image, encode_jpeg, resize_to_square
@@ -28,6 +28,9 @@ from pipeline.settings import PrepareSettings, ResizePolicy
 Progress = Callable[[int, int], None]
 _PHASH_INPUT = 32  # imagehash.phash works on a 32x32 greyscale image
 _PHASH_BITS = 8  # and keeps the 8x8 lowest frequencies
+# The first rows of scipy.fftpack.dct (type II, unscaled) as a matrix: two small products give the
+# 8x8 lowest frequencies without computing the other 960.
+_DCT_ROWS = 2 * np.cos(np.pi * np.outer(np.arange(_PHASH_BITS), 2 * np.arange(_PHASH_INPUT) + 1) / (2 * _PHASH_INPUT))
 
 
 @dataclass
@@ -73,17 +76,21 @@ def content_id(data: bytes) -> str:
 def read_media(uri: str, size: int = -1) -> bytes:
     """The bytes of a source file (the first ``size`` if given).
 
-    Local pipes and devices are refused before opening: reading one would block or never end.
+    Local pipes and devices are refused before reading: reading one would block or never end.
     Local paths skip fsspec, whose per-call cost is noticeable over 100k small files.
     """
     if "://" in uri and not uri.startswith("file://"):
         with fsspec.open(uri, "rb") as handle:
             return handle.read(size)
-    path = uri.removeprefix("file://")
-    if not stat.S_ISREG(os.stat(path).st_mode):  # a dangling link raises here
-        raise MediaError("not a regular file (pipe, socket or device)")
-    with open(path, "rb") as handle:
+    # Opened without blocking, so that a pipe is refused by fstat instead of waiting for a writer.
+    with open(uri.removeprefix("file://"), "rb", opener=_open_nonblocking) as handle:  # dangling links raise
+        if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+            raise MediaError("not a regular file (pipe, socket or device)")
         return handle.read(size)
+
+
+def _open_nonblocking(path: str, flags: int) -> int:
+    return os.open(path, flags | os.O_NONBLOCK)
 
 
 def process_item(item: SourceItem, settings: PrepareSettings, frames_dir: Path) -> ItemResult:
@@ -140,16 +147,28 @@ def _store_frame(
     rgb: np.ndarray, cid: str, index: int, time_s: float, settings: PrepareSettings, frames_dir: Path
 ) -> FrameRecord:
     region = frame_region(rgb, settings.crop)
-    square = resize_to_square(region, settings.frame_size, settings.resize_policy)
-    path = frames_dir / cid[:2] / f"{cid}_{index:04d}.jpg"
-    jpeg = encode_jpeg(square)
+    size, policy = settings.frame_size, settings.resize_policy
+    if region.shape[0] * region.shape[1] < size * size:
+        # Upscaling: hash the small region and swap to the encoder's colour order before resizing,
+        # on a few thousand pixels rather than the 65,536 of the stored square.
+        hashed = region
+        jpeg = encode_jpeg(resize_to_square(cv2.cvtColor(region, cv2.COLOR_RGB2BGR), size, policy), channels="BGR")
+    else:
+        hashed = resize_to_square(region, size, policy)
+        jpeg = encode_jpeg(hashed)
+    folder = os.path.join(frames_dir, cid[:2])  # str paths: pathlib's joins cost more than the write
+    path = os.path.join(folder, f"{cid}_{index:04d}.jpg")
     try:
-        path.write_bytes(jpeg)
+        _write(path, jpeg)
     except FileNotFoundError:  # the first frame in this folder; checking on every frame costs more
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(jpeg)
-    smaller = region if region.shape[0] * region.shape[1] < square.shape[0] * square.shape[1] else square
-    return FrameRecord(str(path), index, time_s, perceptual_hash(smaller, settings.resize_policy))
+        os.makedirs(folder, exist_ok=True)
+        _write(path, jpeg)
+    return FrameRecord(path, index, time_s, perceptual_hash(hashed, policy))
+
+
+def _write(path: str, data: bytes) -> None:
+    with open(path, "wb") as handle:
+        handle.write(data)
 
 
 def perceptual_hash(rgb: np.ndarray, policy: ResizePolicy) -> str:
@@ -157,13 +176,19 @@ def perceptual_hash(rgb: np.ndarray, policy: ResizePolicy) -> str:
 
     The thumbnail is made by OpenCV, and from the frame before upscaling where that is smaller
     than the stored square: the same picture, without shrinking 65,536 pixels back down (the
-    costliest step for a CIFAKE image). The DCT, median and bits are ``imagehash.phash``'s own
-    steps on it, run without its PIL round trips (tests/prepare/test_process.py checks the bits).
+    costliest step for a CIFAKE image). The DCT coefficients, median and bits are
+    ``imagehash.phash``'s, without its PIL round trips (tests/prepare/test_process.py checks the bits).
     """
     grey = cv2.cvtColor(resize_to_square(rgb, _PHASH_INPUT, policy), cv2.COLOR_RGB2GRAY)
-    low = scipy.fftpack.dct(scipy.fftpack.dct(grey, axis=0), axis=1)[:_PHASH_BITS, :_PHASH_BITS]
+    # Rounded so that coefficients scipy's DCT gives as exact zeros (flat areas) are zeros here too.
+    low = np.round(_DCT_ROWS @ grey @ _DCT_ROWS.T, 6)
     middle = np.sort(low, axis=None)[low.size // 2 - 1 : low.size // 2 + 1]
     return np.packbits(low > (middle[0] + middle[1]) / 2).tobytes().hex()  # np.median's value, at a third of its cost
+
+
+def _single_threaded_opencv() -> None:
+    """The pool already fills every core; OpenCV's own threads would only add hand-offs per small frame."""
+    cv2.setNumThreads(1)
 
 
 def process_items(
@@ -172,9 +197,11 @@ def process_items(
     frames_dir: Path,
     *,
     workers: int | None = None,
+    on_result: Callable[[ItemResult], None] | None = None,
     on_progress: Progress | None = None,
 ) -> list[ItemResult]:
-    """Process items on all cores (order preserved), reporting ``on_progress(done, total)``."""
+    """Process items on all cores (order preserved), handing each result to ``on_result`` as it comes
+    and reporting ``on_progress(done, total)``."""
     items = list(items)
     workers = workers or os.cpu_count() or 1
     results: list[ItemResult] = []
@@ -182,12 +209,16 @@ def process_items(
         mapped = (process_item(item, settings, frames_dir) for item in items)
         executor = None
     else:
-        executor = ProcessPoolExecutor(max_workers=workers)
+        executor = ProcessPoolExecutor(max_workers=workers, initializer=_single_threaded_opencv)
         chunk = max(1, min(256, len(items) // (workers * 8)))
-        mapped = executor.map(process_item, items, [settings] * len(items), [frames_dir] * len(items), chunksize=chunk)
+        # Settings travel once per chunk with the function, not once per item (pickling them cost more than a hash).
+        work = partial(process_item, settings=settings, frames_dir=frames_dir)
+        mapped = executor.map(work, items, chunksize=chunk)
     try:
         for result in mapped:
             results.append(result)
+            if on_result:
+                on_result(result)
             if on_progress:
                 on_progress(len(results), len(items))
     finally:

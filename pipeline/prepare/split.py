@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import hashlib
-from collections import Counter, defaultdict
+from collections import defaultdict
+from collections.abc import Mapping
 
 from pipeline.prepare.sources import Split
 
 
 def assign_splits(
-    group_labels: dict[str, Counter], hints: dict[str, Split], *, val_fraction: float, test_fraction: float, seed: int
+    group_labels: Mapping[str, Mapping[int, int]],
+    hints: dict[str, Split],
+    *,
+    val_fraction: float,
+    test_fraction: float,
+    seed: int,
 ) -> dict[str, Split]:
     """Map every group to one split.
 

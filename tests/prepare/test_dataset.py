@@ -1,5 +1,6 @@
 """The whole prepare stage on real generated media, bad inputs included."""
 
+import hashlib
 import io
 import os
 import shutil
@@ -72,6 +73,9 @@ def test_counts_add_up_and_every_bad_file_has_a_reason(settings, store, messy_so
     assert "no video stream" in reasons["voice.mp4"]
     assert reasons["broken.mp4"]
     assert reasons["r1.jpg"] == reasons["r1 again.jpg"] == "same content under both labels (real and fake)"
+    statuses = {doc["_id"]: doc["status"] for doc in store.db[MEDIA].find()}
+    assert statuses.pop(hashlib.sha256(_jpeg(1)).hexdigest()) == "label_conflict"
+    assert len(statuses) == summary["kept"] and set(statuses.values()) == {"kept"}
     assert reasons["pipe.jpg"] == "not a regular file (pipe, socket or device)"
     assert reasons["gone.jpg"] == "unreadable file: No such file or directory"  # a dangling symlink
     if reasons.get("locked.jpg") is None:  # root can read anything: then it is simply kept
@@ -90,6 +94,15 @@ def test_kinds_come_from_content_whatever_the_extension(settings, store, messy_s
     prepare.run(settings, store, str(messy_source))
     disguised = store.db[MEDIA].find_one({"uri": {"$regex": "video named.jpg$"}})
     assert disguised["kind"] == "video" and disguised["frames_extracted"] == settings.prepare.frames_per_video
+
+
+def test_media_are_recorded_as_each_batch_is_processed(settings, store, synthetic_source):
+    work = prepare.plan(settings, str(synthetic_source.root))
+    for video in work["videos"]:
+        prepare.process_batch(settings, store, work["workdir"], [video])
+    recorded = {doc["_id"]: doc for doc in store.db[MEDIA].find()}
+    assert len(recorded) == len(work["videos"]) and {d["kind"] for d in recorded.values()} == {"video"}
+    assert all(d["frames_extracted"] == settings.prepare.frames_per_video for d in recorded.values())
 
 
 def test_no_group_or_content_straddles_splits(settings, store, synthetic_source):

@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import cv2
 import imagehash
 import numpy as np
@@ -6,8 +8,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from pipeline.media.images import resize_to_square
-from pipeline.prepare.process import perceptual_hash
+from pipeline.media.images import encode_jpeg, resize_to_square
+from pipeline.prepare.process import perceptual_hash, process_item
+from pipeline.prepare.sources import SourceItem
+from pipeline.settings import PrepareSettings
 from pipeline.synthetic import photo
 
 
@@ -33,3 +37,15 @@ def test_a_small_frame_hashes_like_its_stored_square(name):
     small = np.asarray(Image.fromarray(photo(name)).resize((32, 32), Image.Resampling.BOX))
     square = resize_to_square(small, 256, "letterbox")
     assert perceptual_hash(small, "letterbox") == perceptual_hash(square, "letterbox")
+
+
+@pytest.mark.parametrize("policy", ["squash", "letterbox", "center_crop"])
+@pytest.mark.parametrize("shape", [(24, 40), (300, 500)], ids=["upscaled", "downscaled"])
+def test_a_stored_frame_is_the_rgb_square_encoded(tmp_path, policy, shape):
+    """Upscaled frames swap colour order before resizing; the stored bytes must not show it."""
+    rgb = np.ascontiguousarray(photo("chelsea")[: shape[0], : shape[1]])
+    source = tmp_path / "source.png"
+    Image.fromarray(rgb).save(source)
+    settings = PrepareSettings(frame_size=64, resize_policy=policy)
+    result = process_item(SourceItem(str(source), 0), settings, tmp_path / "frames")
+    assert Path(result.frames[0].path).read_bytes() == encode_jpeg(resize_to_square(rgb, 64, policy))
