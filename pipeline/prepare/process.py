@@ -186,11 +186,6 @@ def perceptual_hash(rgb: np.ndarray, policy: ResizePolicy) -> str:
     return np.packbits(low > (middle[0] + middle[1]) / 2).tobytes().hex()  # np.median's value, at a third of its cost
 
 
-def _single_threaded_opencv() -> None:
-    """The pool already fills every core; OpenCV's own threads would only add hand-offs per small frame."""
-    cv2.setNumThreads(1)
-
-
 def process_items(
     items: Iterable[SourceItem],
     settings: PrepareSettings,
@@ -209,7 +204,7 @@ def process_items(
         mapped = (process_item(item, settings, frames_dir) for item in items)
         executor = None
     else:
-        executor = ProcessPoolExecutor(max_workers=workers, initializer=_single_threaded_opencv)
+        executor = ProcessPoolExecutor(max_workers=workers)
         chunk = max(1, min(256, len(items) // (workers * 8)))
         # Settings travel once per chunk with the function, not once per item (pickling them cost more than a hash).
         work = partial(process_item, settings=settings, frames_dir=frames_dir)
