@@ -31,6 +31,7 @@ FORM = [
     "fine_tune_schedule",
     "augmentation",
     "test_time_flip",
+    "weight_averaging",
 ]
 DATASET_ID = Param("", type="string", description="Dataset version to train on; empty: the latest.")
 

@@ -143,10 +143,10 @@ def train_two_phase(
         for phase, epochs, learning_rate, blocks in phases:
             if blocks:
                 outcome.unfrozen_blocks = unfreeze_top_blocks(model, blocks)
-            steps = epochs * math.ceil(len(train_rows) / settings.batch_size)
-            schedule = learning_rate_schedule(phase, settings, learning_rate, steps=steps)
+            steps_per_epoch = math.ceil(len(train_rows) / settings.batch_size)
+            schedule = learning_rate_schedule(phase, settings, learning_rate, steps=epochs * steps_per_epoch)
             model.compile(
-                optimizer=keras.optimizers.Adam(schedule),
+                optimizer=build_optimizer(settings, schedule, steps_per_epoch=steps_per_epoch),
                 loss=keras.losses.BinaryCrossentropy(from_logits=True),
                 metrics=[
                     keras.metrics.AUC(from_logits=True, name="auc"),
@@ -161,7 +161,9 @@ def train_two_phase(
                 epochs=epochs,
                 shuffle=False,  # frame_dataset shuffles the whole list; Keras cannot shuffle a tf.data input
                 verbose=2,
-                callbacks=_callbacks(phase, settings, workdir, on_epoch, reduce_on_plateau=isinstance(schedule, float)),
+                callbacks=training_callbacks(
+                    phase, settings, workdir, on_epoch, reduce_on_plateau=isinstance(schedule, float)
+                ),
             )
             outcome.seconds[phase] = time.perf_counter() - started
             outcome.history[phase] = {k: [float(v) for v in values] for k, values in history.history.items()}
@@ -178,11 +180,35 @@ def learning_rate_schedule(
     return learning_rate
 
 
-def _callbacks(
+def build_optimizer(
+    settings: ModelSettings,
+    learning_rate: float | keras.optimizers.schedules.LearningRateSchedule,
+    *,
+    steps_per_epoch: int,
+) -> keras.optimizers.Optimizer:
+    """Adam, optionally keeping an exponential moving average of the weights.
+
+    The average overwrites the weights on each epoch's last step, before validation runs, so
+    the checkpoint, early stopping and the served model all judge and keep averaged weights.
+    """
+    if not settings.weight_averaging:
+        return keras.optimizers.Adam(learning_rate)
+    return keras.optimizers.Adam(
+        learning_rate,
+        use_ema=True,
+        ema_momentum=settings.weight_averaging,
+        ema_overwrite_frequency=steps_per_epoch,
+    )
+
+
+def training_callbacks(
     phase: str, settings: ModelSettings, workdir: Path, on_epoch: EpochCallback | None, *, reduce_on_plateau: bool
 ) -> list:
     workdir.mkdir(parents=True, exist_ok=True)
-    monitor = {"monitor": "val_auc", "mode": "max"}
+    monitor = {
+        "monitor": settings.checkpoint_metric,
+        "mode": "min" if settings.checkpoint_metric == "val_loss" else "max",
+    }
     callbacks = [
         keras.callbacks.ModelCheckpoint(str(workdir / f"best_{phase}.keras"), save_best_only=True, **monitor),
         keras.callbacks.EarlyStopping(patience=settings.early_stopping_patience, restore_best_weights=True, **monitor),

@@ -1,6 +1,7 @@
 """Both training phases on tiny data: what is trainable, and that learning happens."""
 
 import keras
+import numpy as np
 import pytest
 
 from pipeline.model.backbones import block_prefixes
@@ -9,8 +10,10 @@ from pipeline.model.train import (
     HEAD,
     backbone_of,
     build_classifier,
+    build_optimizer,
     learning_rate_schedule,
     train_two_phase,
+    training_callbacks,
     unfreeze_top_blocks,
 )
 from pipeline.settings import ModelSettings
@@ -72,3 +75,51 @@ def test_augmentation_settings_choose_the_layers(kind):
     else:
         layers = {type(layer).__name__ for layer in model.get_layer("augment").layers}
         assert ("RandomZoom" in layers) == (kind == "robust") and "RandomFlip" in layers
+
+
+def _fit_one_epoch(settings: ModelSettings, steps: int) -> tuple[keras.Model, list[np.ndarray]]:
+    """A one-weight-matrix model fitted for one epoch of ``steps`` fixed batches; weights after each step."""
+    keras.utils.set_random_seed(0)
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(steps * 4, 3)).astype("float32"), rng.integers(0, 2, (steps * 4, 1)).astype("float32")
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)])
+    model.compile(optimizer=build_optimizer(settings, 0.1, steps_per_epoch=steps), loss="mse")
+    iterates = []
+    record = keras.callbacks.LambdaCallback(
+        on_train_batch_end=lambda *_, **__: iterates.append(model.get_weights()[0].copy())
+    )
+    model.fit(x, y, batch_size=4, epochs=1, shuffle=False, verbose=0, callbacks=[record])
+    return model, iterates
+
+
+def test_weight_averaging_leaves_the_moving_average_of_the_steps_at_epoch_end():
+    plain, iterates = _fit_one_epoch(ModelSettings(), steps=4)
+    averaged, _ = _fit_one_epoch(ModelSettings(weight_averaging=0.5), steps=4)
+    expected = iterates[0]  # the average starts at the first step's weights
+    for step_weights in iterates[1:]:
+        expected = 0.5 * expected + 0.5 * step_weights
+    np.testing.assert_allclose(averaged.get_weights()[0], expected, atol=1e-6)
+    np.testing.assert_allclose(plain.get_weights()[0], iterates[-1])
+    assert not np.allclose(expected, iterates[-1], atol=1e-3)  # averaging changed the outcome
+
+
+def test_checkpoint_on_validation_loss_restores_the_lowest_loss_epoch(tmp_path):
+    keras.utils.set_random_seed(0)
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(64, 2)).astype("float32")
+    y = (x[:, :1] > 0).astype("float32")
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    model.compile(optimizer=keras.optimizers.SGD(0.5), loss=keras.losses.BinaryCrossentropy(from_logits=True))
+    settings = ModelSettings(checkpoint_metric="val_loss", early_stopping_patience=10)
+    weights_by_epoch = []
+    record = keras.callbacks.LambdaCallback(on_epoch_end=lambda *_, **__: weights_by_epoch.append(model.get_weights()))
+    # Validation labels are the opposite of training's, so its loss is lowest after the first epoch.
+    history = model.fit(
+        x, y, validation_data=(x, 1 - y), epochs=4, verbose=0,
+        callbacks=[record, *training_callbacks(FINE_TUNE, settings, tmp_path, None, reduce_on_plateau=False)],
+    )  # fmt: skip
+    best = int(np.argmin(history.history["val_loss"]))
+    assert best == 0 and (tmp_path / f"best_{FINE_TUNE}.keras").exists()
+    for restored, kept in zip(model.get_weights(), weights_by_epoch[best], strict=True):
+        np.testing.assert_array_equal(restored, kept)
+    assert not np.array_equal(model.get_weights()[0], weights_by_epoch[-1][0])
