@@ -87,6 +87,7 @@ def run(work: Path, args: argparse.Namespace) -> dict:
         "augmentation": model.augmentation,
         "test_time_flip": model.test_time_flip,
         "weight_averaging": model.weight_averaging,
+        "label_smoothing": model.label_smoothing,
         "checkpoint_metric": model.checkpoint_metric,
         "files": len(files),
         "prepare": {k: summary[k] for k in ("kept", "duplicate", "quarantined", "splits")},

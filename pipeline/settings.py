@@ -110,6 +110,13 @@ class ModelSettings(_Section):
         description="Momentum of an exponential moving average of the trained weights, which replaces them at "
         "every epoch end (so validation, checkpoints and serving all use it); 0: off.",
     )
+    label_smoothing: float = Field(
+        0.0,
+        ge=0,
+        lt=0.5,
+        description="Training targets become 1 - s/2 and s/2 instead of 1 and 0, so the loss stops rewarding "
+        "ever more confident logits on frames already classified right; 0: off.",
+    )
     mixed_precision: Literal["auto", "on", "off"] = Field(
         "auto", description="float16 compute with float32 weights; auto: on when a GPU is present (slower on CPUs)."
     )

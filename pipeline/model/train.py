@@ -147,7 +147,7 @@ def train_two_phase(
             schedule = learning_rate_schedule(phase, settings, learning_rate, steps=epochs * steps_per_epoch)
             model.compile(
                 optimizer=build_optimizer(settings, schedule, steps_per_epoch=steps_per_epoch),
-                loss=keras.losses.BinaryCrossentropy(from_logits=True),
+                loss=build_loss(settings),
                 metrics=[
                     keras.metrics.AUC(from_logits=True, name="auc"),
                     keras.metrics.BinaryAccuracy(threshold=0.0, name="accuracy"),
@@ -178,6 +178,11 @@ def learning_rate_schedule(
     if phase == FINE_TUNE and settings.fine_tune_schedule == "cosine":
         return keras.optimizers.schedules.CosineDecay(learning_rate, decay_steps=steps)
     return learning_rate
+
+
+def build_loss(settings: ModelSettings) -> keras.losses.Loss:
+    """Binary cross-entropy on logits, with ``settings.label_smoothing`` applied to the targets."""
+    return keras.losses.BinaryCrossentropy(from_logits=True, label_smoothing=settings.label_smoothing)
 
 
 def build_optimizer(

@@ -10,6 +10,7 @@ from pipeline.model.train import (
     HEAD,
     backbone_of,
     build_classifier,
+    build_loss,
     build_optimizer,
     learning_rate_schedule,
     train_two_phase,
@@ -101,6 +102,21 @@ def test_weight_averaging_leaves_the_moving_average_of_the_steps_at_epoch_end():
     np.testing.assert_allclose(averaged.get_weights()[0], expected, atol=1e-6)
     np.testing.assert_allclose(plain.get_weights()[0], iterates[-1])
     assert not np.allclose(expected, iterates[-1], atol=1e-3)  # averaging changed the outcome
+
+
+@pytest.mark.parametrize("smoothing", [0.0, 0.1])
+def test_label_smoothing_stops_the_logit_at_the_smoothed_target(smoothing):
+    """Trained on AI frames only, a bias settles at logit log((1 - s/2) / (s/2)), or keeps growing unsmoothed."""
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((1,)), keras.layers.Dense(1, kernel_initializer="zeros")])
+    model.compile(optimizer=keras.optimizers.Adam(0.05), loss=build_loss(ModelSettings(label_smoothing=smoothing)))
+    model.fit(np.zeros((2048, 1), "float32"), np.ones((2048, 1), "float32"), batch_size=4, verbose=0)
+    logit = float(model.layers[0].bias.numpy()[0])
+    smoothed_optimum = np.log((1 - 0.1 / 2) / (0.1 / 2))
+    if smoothing:
+        assert logit == pytest.approx(smoothed_optimum, abs=0.05)
+    else:
+        assert logit > 1.5 * smoothed_optimum
 
 
 def test_checkpoint_on_validation_loss_restores_the_lowest_loss_epoch(tmp_path):
