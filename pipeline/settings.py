@@ -90,7 +90,9 @@ class ModelSettings(_Section):
     head_learning_rate: float = Field(1e-3, gt=0, description="Phase 1 learning rate.")
     fine_tune_learning_rate: float = Field(1e-4, gt=0, description="Phase 2 learning rate (low).")
     unfreeze_blocks: int = Field(
-        3, ge=0, description="Top backbone blocks trained in phase 2 (BatchNorm stays frozen); 99 = all of them."
+        3,
+        ge=0,
+        description="Top backbone blocks trained in phase 2 (BatchNorm stays frozen); 99 = all, the stem included.",
     )
     fine_tune_schedule: Literal["plateau", "cosine"] = Field(
         "plateau", description="Phase 2 learning rate: cut on a val-AUC plateau, or cosine decay to zero."

@@ -50,11 +50,15 @@ def build_backbone(name: BackboneName, *, weights: Weights, image_size: int) -> 
 
 
 def block_prefixes(backbone: keras.Model) -> list[str]:
-    """Names of the backbone's blocks in depth order (``block1a`` ... ``block7a``, ``top``)."""
+    """Names of the backbone's blocks in depth order (``stem``, ``block1a`` ... ``block7a``, ``top``).
+
+    The stem (the first convolution, on raw pixels) counts as a block so that unfreezing
+    every block trains it too: pixel-level generator traces are what it sees first.
+    """
     prefixes: list[str] = []
     for layer in backbone.layers:
         prefix = layer.name.split("_")[0]
-        if (prefix.startswith("block") or prefix == "top") and prefix not in prefixes:
+        if (prefix.startswith("block") or prefix in ("stem", "top")) and prefix not in prefixes:
             prefixes.append(prefix)
     return prefixes
 
@@ -140,7 +144,7 @@ def load_lite0_imagenet_weights(model: keras.Model) -> None:
 def _lite0_name_map(model: keras.Model) -> dict[str, str]:
     """Keras layer name -> PyTorch parameter prefix, for every layer that has weights."""
     mapping = {"stem_conv": "_conv_stem", "stem_bn": "_bn0", "top_conv": "_conv_head", "top_bn": "_bn1"}
-    blocks = [p for p in block_prefixes(model) if p != "top"]
+    blocks = [p for p in block_prefixes(model) if p.startswith("block")]
     for index, block in enumerate(blocks):
         torch_block = f"_blocks.{index}"
         mapping |= {

@@ -33,6 +33,14 @@ def test_unfreezing_takes_whole_top_blocks_and_keeps_batchnorm_frozen():
     assert not any(isinstance(layer, keras.layers.BatchNormalization) and layer.trainable for layer in backbone.layers)
 
 
+def test_unfreezing_every_block_trains_the_stem_on_raw_pixels():
+    model = build_classifier(ModelSettings(backbone="efficientnet_lite0", weights="none", image_size=64), frame_size=64)
+    chosen = unfreeze_top_blocks(model, 99)
+    backbone = backbone_of(model)
+    assert chosen[0] == "stem" and chosen == block_prefixes(backbone)
+    assert backbone.get_layer("stem_conv").trainable and not backbone.get_layer("stem_bn").trainable
+
+
 def test_two_phases_train_and_improve(settings, store, synthetic_source, tmp_path):
     import pandas as pd
 
