@@ -89,6 +89,7 @@ def run(work: Path, args: argparse.Namespace) -> dict:
         "weight_averaging": model.weight_averaging,
         "label_smoothing": model.label_smoothing,
         "checkpoint_metric": model.checkpoint_metric,
+        "average_last_epochs": model.average_last_epochs,
         "files": len(files),
         "prepare": {k: summary[k] for k in ("kept", "duplicate", "quarantined", "splits")},
         "prepare_s": round(prepare_s, 1),
@@ -105,6 +106,7 @@ def run(work: Path, args: argparse.Namespace) -> dict:
         "confusion": {k: int(served[k]) for k in ("tn", "fp", "fn", "tp")},
         "runtime": served["runtime"],
         "train_stage_test_metrics": document["metrics"],
+        "weight_mean": document["weight_mean"],
         "history": document["history"],
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
     }

@@ -32,6 +32,7 @@ FORM = [
     "augmentation",
     "test_time_flip",
     "weight_averaging",
+    "average_last_epochs",
     "label_smoothing",
 ]
 DATASET_ID = Param("", type="string", description="Dataset version to train on; empty: the latest.")

@@ -112,6 +112,12 @@ class ModelSettings(_Section):
         description="Momentum of an exponential moving average of the trained weights, which replaces them at "
         "every epoch end (so validation, checkpoints and serving all use it); 0: off.",
     )
+    average_last_epochs: int = Field(
+        0,
+        ge=0,
+        description="Phase 2 ends on the mean of the weights of its last N epochs when that mean scores better "
+        "on validation (by checkpoint_metric) than the best single epoch; 0: off.",
+    )
     label_smoothing: float = Field(
         0.0,
         ge=0,

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import math
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import keras
+import numpy as np
 import pandas as pd
 from keras import layers
 
@@ -33,6 +35,7 @@ class TrainOutcome:
     seconds: dict[str, float] = field(default_factory=dict)
     unfrozen_blocks: list[str] = field(default_factory=list)
     accelerator: dict[str, object] = field(default_factory=dict)
+    weight_mean: dict[str, float] = field(default_factory=dict)
 
 
 def build_classifier(
@@ -154,6 +157,10 @@ def train_two_phase(
                 ],
                 jit_compile=accelerator.xla,
             )
+            callbacks = training_callbacks(
+                phase, settings, workdir, on_epoch, reduce_on_plateau=isinstance(schedule, float)
+            )
+            last_epochs = LastEpochWeights(settings.average_last_epochs if phase == FINE_TUNE else 0)
             started = time.perf_counter()
             history = model.fit(
                 train,
@@ -161,14 +168,59 @@ def train_two_phase(
                 epochs=epochs,
                 shuffle=False,  # frame_dataset shuffles the whole list; Keras cannot shuffle a tf.data input
                 verbose=2,
-                callbacks=training_callbacks(
-                    phase, settings, workdir, on_epoch, reduce_on_plateau=isinstance(schedule, float)
-                ),
+                callbacks=[*callbacks, last_epochs],
             )
+            if last_epochs.snapshots:
+                outcome.weight_mean = {
+                    "epochs": len(last_epochs.snapshots),
+                    **keep_better_mean(model, last_epochs.mean(), val, settings.checkpoint_metric),
+                }
             outcome.seconds[phase] = time.perf_counter() - started
             outcome.history[phase] = {k: [float(v) for v in values] for k, values in history.history.items()}
     outcome.model = serving_copy(model, settings, frame_size=int(manifest["frame_size"].iloc[0]))
     return outcome
+
+
+class LastEpochWeights(keras.callbacks.Callback):
+    """Keeps the trainable weights from the end of each of the last ``epochs`` epochs (none for 0)."""
+
+    def __init__(self, epochs: int):
+        super().__init__()
+        self.snapshots: deque[list[np.ndarray]] = deque(maxlen=epochs)
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.snapshots.maxlen:
+            self.snapshots.append([np.array(v) for v in self.model.trainable_weights])
+
+    def mean(self) -> list[np.ndarray]:
+        return [np.mean(values, axis=0) for values in zip(*self.snapshots, strict=True)]
+
+
+def keep_better_mean(model: keras.Model, mean: list[np.ndarray], val, metric: str) -> dict[str, float]:
+    """Swap ``mean`` into the model's trainable weights if it scores better on ``val`` by ``metric``.
+
+    Late epochs of one run lie in one basin, so their mean usually beats each of them (as in
+    stochastic weight averaging); BatchNorm statistics stay frozen while fine-tuning, so the
+    mean needs no recalibration pass. Returns both validation scores and whether the mean won.
+    """
+    key, lower_is_better = metric.removeprefix("val_"), metric == "val_loss"
+    best = [np.array(v) for v in model.trainable_weights]
+    best_scores = model.evaluate(val, verbose=0, return_dict=True)
+    _assign(model, mean)
+    mean_scores = model.evaluate(val, verbose=0, return_dict=True)
+    kept = mean_scores[key] < best_scores[key] if lower_is_better else mean_scores[key] > best_scores[key]
+    if not kept:
+        _assign(model, best)
+    return {
+        **{f"best_epoch_val_{k}": float(v) for k, v in best_scores.items()},
+        **{f"mean_val_{k}": float(v) for k, v in mean_scores.items()},
+        "kept": float(kept),
+    }
+
+
+def _assign(model: keras.Model, weights: list[np.ndarray]) -> None:
+    for variable, value in zip(model.trainable_weights, weights, strict=True):
+        variable.assign(value)
 
 
 def learning_rate_schedule(

@@ -71,6 +71,8 @@ def run(settings: Settings, store: ResultStore, *, dataset_id: str | None = None
                 logs, step=epochs_before[phase] + epoch, prefix=f"{phase}_"
             ),
         )
+        if outcome.weight_mean:
+            tracking.log_metrics(outcome.weight_mean, prefix="weight_mean_")
         val_logits, val_labels = split_logits(outcome.model, manifest, "val", model_settings.batch_size)
         calibration = fit_calibration(val_logits, val_labels, max_fpr_real=model_settings.max_fpr_real)
         aggregation, aggregation_aucs, calibration = _media_level(
@@ -108,6 +110,7 @@ def run(settings: Settings, store: ResultStore, *, dataset_id: str | None = None
             "aggregation": aggregation,
             "unfrozen_blocks": outcome.unfrozen_blocks,
             "history": outcome.history,
+            "weight_mean": outcome.weight_mean,
             "accelerator": outcome.accelerator,
             "seconds": {**outcome.seconds, "total": time.perf_counter() - started},
             "promoted": promoted,

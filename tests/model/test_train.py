@@ -3,15 +3,18 @@
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from pipeline.model.backbones import block_prefixes
 from pipeline.model.train import (
     FINE_TUNE,
     HEAD,
+    LastEpochWeights,
     backbone_of,
     build_classifier,
     build_loss,
     build_optimizer,
+    keep_better_mean,
     learning_rate_schedule,
     train_two_phase,
     training_callbacks,
@@ -49,7 +52,7 @@ def test_two_phases_train_and_improve(settings, store, synthetic_source, tmp_pat
     seen = []
     outcome = train_two_phase(
         manifest,
-        settings.model,
+        settings.model.model_copy(update={"average_last_epochs": 2}),
         workdir=tmp_path,
         seed=0,
         on_epoch=lambda phase, epoch, logs: seen.append((phase, epoch, logs["loss"])),
@@ -61,6 +64,9 @@ def test_two_phases_train_and_improve(settings, store, synthetic_source, tmp_pat
     losses = [loss for _, _, loss in seen]
     assert min(losses[1:]) < losses[0]
     assert (tmp_path / "best_head.keras").exists()
+    mean = outcome.weight_mean  # the last two fine-tune epochs, judged on validation against the best one
+    assert mean["epochs"] == min(2, settings.model.fine_tune_epochs) and mean["kept"] in (0.0, 1.0)
+    assert mean["mean_val_loss"] > 0 and mean["best_epoch_val_loss"] > 0
     served = outcome.model  # the serving copy: stored frames in, resized inside, no augmentation
     assert served.input_shape[1:] == (128, 128, 3) and "augment" not in {layer.name for layer in served.layers}
 
@@ -147,3 +153,41 @@ def test_checkpoint_on_validation_loss_restores_the_lowest_loss_epoch(tmp_path):
     for restored, kept in zip(model.get_weights(), weights_by_epoch[best], strict=True):
         np.testing.assert_array_equal(restored, kept)
     assert not np.array_equal(model.get_weights()[0], weights_by_epoch[-1][0])
+
+
+def test_last_epoch_weights_keep_only_the_last_epochs_and_average_them():
+    keras.utils.set_random_seed(0)
+    x = np.random.default_rng(0).normal(size=(16, 3)).astype("float32")
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)])
+    model.compile(optimizer=keras.optimizers.SGD(0.1), loss="mse")
+    by_epoch = []
+    record = keras.callbacks.LambdaCallback(on_epoch_end=lambda *_, **__: by_epoch.append(model.get_weights()))
+    last_two = LastEpochWeights(2)
+    model.fit(x, x[:, :1] * 2, epochs=4, verbose=0, callbacks=[record, last_two])
+    assert len(last_two.snapshots) == 2
+    for kept, mean, late, last in zip(last_two.snapshots[0], last_two.mean(), by_epoch[2], by_epoch[3], strict=True):
+        np.testing.assert_allclose(kept, late)
+        np.testing.assert_allclose(mean, (late + last) / 2, rtol=1e-6)
+    assert not np.allclose(by_epoch[2][0], by_epoch[3][0])  # the epochs differ, so the mean is new
+
+
+@pytest.mark.parametrize("metric", ["val_loss", "val_auc"])
+def test_weight_mean_replaces_the_best_epoch_only_when_it_validates_better(metric):
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(256, 2)).astype("float32")
+    y = (x[:, :1] > 0).astype("float32")
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    model.compile(loss=keras.losses.BinaryCrossentropy(from_logits=True),
+                  metrics=[keras.metrics.AUC(from_logits=True, name="auc")])  # fmt: skip
+    right = [np.array([[4.0], [0.0]], "float32"), np.zeros(1, "float32")]  # the logit follows the label
+    wrong = [np.array([[-4.0], [1.0]], "float32"), np.zeros(1, "float32")]
+    val = tf.data.Dataset.from_tensor_slices((x, y)).batch(64)
+
+    model.set_weights(wrong)
+    won = keep_better_mean(model, right, val, metric)
+    assert won["kept"] == 1.0 and won["mean_val_loss"] < won["best_epoch_val_loss"]
+    np.testing.assert_array_equal(model.get_weights()[0], right[0])
+
+    lost = keep_better_mean(model, wrong, val, metric)
+    assert lost["kept"] == 0.0 and lost["mean_val_auc"] < lost["best_epoch_val_auc"]
+    np.testing.assert_array_equal(model.get_weights()[0], right[0])  # the better weights stay
