@@ -7,8 +7,8 @@ test, ONNX export, MLflow registry). The served bundle then scores all 20,000 of
 files exactly as the score stage would (decode, resize, ONNX Runtime), duplicates included, and
 its confusion matrix and ROC curve are saved for the README.
 
-Usage: .venv/bin/python bench/cifake_bench.py [--config bench/cifake.yaml] [--limit N]
-       (writes bench/results/cifake.json and bench/results/cifake/*.png)
+Usage: .venv/bin/python bench/cifake_bench.py [--config bench/cifake_96_mean.yaml] [--name cifake] [--limit N]
+       (writes bench/results/<name>.json and bench/results/<name>/*.png)
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ RESULTS = PROJECT_ROOT / "bench" / "results"
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--config", default=str(PROJECT_ROOT / "bench" / "cifake.yaml"))
+    parser.add_argument("--config", default=str(PROJECT_ROOT / "bench" / "cifake_96_mean.yaml"))
     parser.add_argument("--limit", type=int, help="use an even sample of this many files (smoke runs)")
     parser.add_argument("--name", default="cifake", help="results name: bench/results/<name>.json")
     parser.add_argument("--keep", action="store_true", help="keep the work folder (data, MLflow store, model)")
