@@ -5,7 +5,10 @@ everything already scored (identity is the content sha256, so renamed or re-drop
 are linked to their existing verdict), and scores each new object in its own mapped task
 with the `champion` model: uniform frames, calibrated frame scores, a video score by the
 configured aggregation rule and a three-band verdict (`real`, `uncertain`, `fake`) stored
-in MongoDB with per-frame scores and lineage. Runs every minute, so media dropped into the
+in MongoDB with per-frame scores and lineage. Media unlike the model's training data get
+`uncertain` (outside the training distribution); a valid C2PA manifest or generator metadata
+declaring AI generation makes the verdict `fake` (basis: provenance); the evidence frames of
+`fake` and `uncertain` verdicts keep Grad-CAM overlays. Runs every minute, so media dropped into the
 bucket get verdicts with no manual trigger, and whenever a new model is registered.
 Originals are kept (and recorded) or moved into `.processed/` / `.failed/` per
 `score.after_scoring`; nothing is deleted.

@@ -3,9 +3,11 @@
 Runs when a new **mediacheck_dataset** asset arrives (or by hand). Phase 1 trains a
 binary head on a frozen ImageNet backbone; phase 2 unfreezes the top backbone blocks
 (BatchNorm stays frozen) at a low learning rate. The threshold, temperature and verdict
-bands are fitted on validation; metrics and plots come from the test split. Everything is
-logged to MLflow, the model is registered, and the `champion` alias moves only if the new
-version beats the champion on the same test split. Emits **mediacheck_model**.
+bands (each with its own error budget) are fitted on validation, and so is the threshold of
+the out-of-distribution check, from embeddings of the training frames; metrics and plots come
+from the test split. Everything is logged to MLflow with a model card, the model is
+registered, and the `champion` alias moves only if the new version beats the champion on the
+same test split. Emits **mediacheck_model**.
 """
 
 from __future__ import annotations
@@ -34,6 +36,10 @@ FORM = [
     "weight_averaging",
     "average_last_epochs",
     "label_smoothing",
+    "max_fpr_real",
+    "max_fnr_fake",
+    "ood_method",
+    "ood_accept",
 ]
 DATASET_ID = Param("", type="string", description="Dataset version to train on; empty: the latest.")
 

@@ -6,8 +6,10 @@ Run as ``mediacheck ...`` or ``python -m pipeline ...``.
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
@@ -25,7 +27,8 @@ app = typer.Typer(
 )
 verdicts_app = typer.Typer(help="Query stored verdicts.", no_args_is_help=True)
 app.add_typer(verdicts_app, name="verdicts")
-console = Console()
+# Piped or captured output gets wide lines rather than file names cut short at 80 columns.
+console = Console(width=None if sys.stdout.isatty() else 200)
 
 
 @contextmanager
@@ -121,15 +124,31 @@ def score(
     _verdict_table(results, title=f"model {loaded.ref.name} v{loaded.ref.version}")
 
 
+class Band(StrEnum):
+    real = "real"
+    uncertain = "uncertain"
+    fake = "fake"
+
+
 @verdicts_app.command("list")
 def list_verdicts(
-    band: Annotated[str | None, typer.Option(help="real, uncertain or fake.")] = None,
+    band: Annotated[Band | None, typer.Option(help="Only this verdict band.")] = None,
     model_version: Annotated[str | None, typer.Option(help="Only this model version.")] = None,
+    outside: Annotated[
+        bool, typer.Option("--outside", help="Only verdicts that abstained: outside the training distribution.")
+    ] = False,
     limit: int = 20,
 ) -> None:
     """Most recent verdicts first."""
+    from pipeline.verdicts import OUTSIDE
+
     with _store() as store:
-        rows = store.list_verdicts(limit=limit, verdict=band, model_version=model_version)
+        rows = store.list_verdicts(
+            limit=limit,
+            verdict=band.value if band else None,
+            model_version=model_version,
+            reason=OUTSIDE if outside else None,
+        )
     _verdict_table(
         [{**r, "uri": r["source_uri"], "model_version": r["model"]["version"]} for r in rows], title="stored verdicts"
     )
@@ -145,6 +164,27 @@ def show_verdict(
     if document is None:
         raise typer.BadParameter(f"no verdict for {content_id}")
     _print_json(document)
+
+
+@app.command()
+def card(
+    version: Annotated[str | None, typer.Option(help="Model version (default: the champion).")] = None,
+) -> None:
+    """Print a registered model's card: training data, test results, abstention, known limits."""
+    from pipeline import tracking
+    from pipeline.model.card import render_card
+
+    settings = get_settings()
+    if version is None:
+        champion = tracking.champion(settings)
+        if champion is None:
+            raise typer.BadParameter("no champion model yet: train one, or give --version")
+        version = champion.version
+    with _store() as store:
+        run = store.training_run_of(name=settings.mlflow.registered_model, version=version)
+    if run is None or not run.get("card"):
+        raise typer.BadParameter(f"no model card for {settings.mlflow.registered_model} v{version}")
+    console.print(render_card(run["card"]), markup=False, highlight=False)
 
 
 @app.command("demo-data")
@@ -163,17 +203,19 @@ def demo_data(
 
 def _verdict_table(rows: list[dict], *, title: str) -> None:
     table = Table(title=title)
-    for column in ("file", "verdict", "p(fake)", "status", "content id"):
+    for column in ("file", "verdict", "p(fake)", "why", "ood score", "content id"):
         table.add_column(column)
     colours = {"fake": "red", "real": "green", "uncertain": "yellow"}
     for row in rows:
         verdict = row.get("verdict") or "-"
-        probability = row.get("probability")
+        probability, ood = row.get("probability"), row.get("ood_score")
+        why = row.get("reason") or row.get("status", "")
         table.add_row(
             Path(str(row["uri"])).name,
             f"[{colours.get(verdict, 'white')}]{verdict}[/]",
             "-" if probability is None else f"{probability:.3f}",
-            row.get("reason") or row.get("status", ""),
+            f"provenance: {why}" if row.get("basis") == "provenance" else why,
+            "-" if ood is None else f"{ood:.3g}",
             row["content_id"][:12],
         )
     console.print(table)

@@ -137,7 +137,27 @@ class ModelSettings(_Section):
         "discriminating where validation AUC has saturated (around 0.998) and differs only by noise.",
     )
     queue: str = Field("default", description="Executor queue for training ('gpu' for GPU workers).")
-    max_fpr_real: float = Field(0.05, gt=0, lt=0.5, description="Share of real media allowed in the 'fake' band.")
+    max_fpr_real: float = Field(
+        0.01, ge=0, lt=0.5, description="Share of real validation media allowed in the 'fake' band."
+    )
+    max_fnr_fake: float = Field(
+        0.01, ge=0, lt=0.5, description="Share of fake validation media allowed in the 'real' band."
+    )
+    ood_method: Literal["knn", "mahalanobis"] = Field(
+        "knn",
+        description="How far a frame's embedding lies from the training frames': cosine distance to the "
+        "k-th nearest (knn) or class-conditional Mahalanobis distance.",
+    )
+    ood_accept: float = Field(
+        0.95,
+        gt=0.5,
+        le=1,
+        description="Share of in-distribution validation media the out-of-distribution threshold accepts; "
+        "media scoring above it get 'uncertain' (outside the training distribution).",
+    )
+    ood_reference_frames: int = Field(
+        2048, ge=16, description="Training frames (class-stratified sample) whose embeddings the bundle keeps."
+    )
 
 
 class ScoreSettings(_Section):

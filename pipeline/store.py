@@ -17,6 +17,8 @@ from pymongo.errors import BulkWriteError
 
 MEDIA, DATASETS, QUARANTINE, TRAINING_RUNS, VERDICTS = "media", "datasets", "quarantine", "training_runs", "verdicts"
 DUPLICATE_KEY = 11000
+EVIDENCE_IMAGES = ("jpeg", "gradcam_jpeg")
+_NO_IMAGES = {f"evidence.{image}": 0 for image in EVIDENCE_IMAGES}
 
 
 class ResultStore:
@@ -43,6 +45,7 @@ class ResultStore:
         verdicts.create_index([("created_at", DESCENDING)])
         verdicts.create_index([("verdict", ASCENDING), ("created_at", DESCENDING)])
         verdicts.create_index([("model.version", ASCENDING), ("created_at", DESCENDING)])
+        verdicts.create_index([("reason", ASCENDING), ("created_at", DESCENDING)])
         verdicts.create_index([("sources", ASCENDING)])
 
     # -- prepare -----------------------------------------------------------------------
@@ -86,6 +89,14 @@ class ResultStore:
             {"_id": document["_id"]}, {"$set": document, "$setOnInsert": {"created_at": _now()}}, upsert=True
         )
 
+    def training_run(self, run_id: str) -> dict[str, Any] | None:
+        """A training run's document (its model card included) by MLflow run id."""
+        return self.db[TRAINING_RUNS].find_one({"_id": run_id}, {"history": 0})
+
+    def training_run_of(self, *, name: str, version: str) -> dict[str, Any] | None:
+        """The training run that registered a model version."""
+        return self.db[TRAINING_RUNS].find_one({"model.name": name, "model.version": version}, {"history": 0})
+
     # -- score -------------------------------------------------------------------------
     def find_verdict(self, content_id: str) -> dict[str, Any] | None:
         return self.db[VERDICTS].find_one({"_id": content_id})
@@ -93,7 +104,7 @@ class ResultStore:
     def find_verdict_by_prefix(self, prefix: str) -> dict[str, Any] | None:
         """A verdict by full sha256 or by an unambiguous prefix of it (evidence images left out)."""
         query = {"_id": {"$gte": prefix, "$lt": prefix + "\uffff"}}
-        matches = list(self.db[VERDICTS].find(query, {"evidence.jpeg": 0}).limit(2))
+        matches = list(self.db[VERDICTS].find(query, _NO_IMAGES).limit(2))
         return matches[0] if len(matches) == 1 else None
 
     def known_source_size(self, uri: str) -> int | None:
@@ -119,25 +130,36 @@ class ResultStore:
         )
 
     def list_verdicts(
-        self, *, limit: int = 20, verdict: str | None = None, model_version: str | None = None
+        self,
+        *,
+        limit: int = 20,
+        verdict: str | None = None,
+        model_version: str | None = None,
+        reason: str | None = None,
     ) -> list[dict[str, Any]]:
-        """Most recent verdicts first, without per-frame detail or evidence images."""
+        """Most recent verdicts first, without per-frame detail or evidence images.
+
+        ``reason`` keeps only verdicts given for that reason (e.g. outside the training distribution).
+        """
         query: dict[str, Any] = {}
         if verdict:
             query["verdict"] = verdict
         if model_version:
             query["model.version"] = model_version
-        cursor = self.db[VERDICTS].find(query, {"frames": 0, "evidence.jpeg": 0})
+        if reason:
+            query["reason"] = reason
+        cursor = self.db[VERDICTS].find(query, {"frames": 0, **_NO_IMAGES})
         return list(cursor.sort("created_at", DESCENDING).limit(limit))
 
     def model_versions(self) -> list[str]:
         """Model versions that have verdicts, newest first."""
         return sorted(self.db[VERDICTS].distinct("model.version"), key=_version_key, reverse=True)
 
-    def evidence_jpeg(self, content_id: str, index: int) -> bytes | None:
-        """The stored JPEG of frame ``index`` among a verdict's evidence frames, if kept."""
+    def evidence_jpeg(self, content_id: str, index: int, *, image: str = "jpeg") -> bytes | None:
+        """A stored JPEG of frame ``index`` among a verdict's evidence frames, if kept: the frame
+        itself (``jpeg``) or its Grad-CAM overlay (``gradcam_jpeg``)."""
         document = self.db[VERDICTS].find_one({"_id": content_id}, {"evidence": 1}) or {}
-        return next((e["jpeg"] for e in document.get("evidence", []) if e["index"] == index), None)
+        return next((e.get(image) for e in document.get("evidence", []) if e["index"] == index), None)
 
     def count(self, collection: str) -> int:
         return self.db[collection].count_documents({})

@@ -150,8 +150,23 @@ def make_labelled_set(root: Path, *, crops_per_photo: int = 4, videos: int = 6, 
     return SyntheticSet(root, labels, len(PHOTOS) * crops_per_photo * 2, videos * 2)
 
 
+def rendered_chart(rng: np.random.Generator, width: int = 288, height: int = 216) -> np.ndarray:
+    """A bar chart drawn in software: neither a photograph nor a generator's output, so unlike any training data."""
+    image = np.full((height, width, 3), 255, np.uint8)
+    cv2.line(image, (30, height - 30), (width - 10, height - 30), (0, 0, 0), 1)
+    cv2.line(image, (30, 10), (30, height - 30), (0, 0, 0), 1)
+    colours = ((31, 119, 180), (255, 127, 14), (44, 160, 44))
+    for bar in range(6):
+        left = 40 + bar * 40
+        cv2.rectangle(image, (left, int(rng.integers(30, height - 40))), (left + 25, height - 31), colours[bar % 3], -1)
+        cv2.putText(image, f"Q{bar + 1}", (left, height - 12), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 0, 0), 1, cv2.LINE_AA)
+    cv2.putText(image, "Quarterly results", (60, 22), cv2.FONT_HERSHEY_SIMPLEX, 0.55, (0, 0, 0), 1, cv2.LINE_AA)
+    return image
+
+
 def drop_incoming(folder: Path, *, seed: int = 99) -> list[Path]:
-    """Put a few unseen real and fake videos and images (and one bad file) in a watched folder."""
+    """Put a few unseen real and fake videos and images, a chart unlike any training data, and one bad file
+    in a watched folder."""
     rng = np.random.default_rng(seed)
     dropped: list[Path] = []
     for name in ("coffee", "astronaut"):
@@ -163,6 +178,8 @@ def drop_incoming(folder: Path, *, seed: int = 99) -> list[Path]:
     for kind, image in (("real", crop), ("fake", generator_upsample(crop))):
         dropped.append(folder / f"chelsea-{kind}.jpg")
         write_image(dropped[-1], image)
+    dropped.append(folder / "chart.jpg")
+    write_image(dropped[-1], rendered_chart(rng))
     dropped.append(folder / "notes.mp4")
     dropped[-1].write_text("not a video: text renamed to .mp4\n")
     return dropped

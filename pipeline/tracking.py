@@ -99,6 +99,12 @@ def log_dict(data: dict, file_name: str) -> None:
     mlflow.log_dict(data, file_name)
 
 
+def log_card(card: dict, markdown: str) -> None:
+    """The model card, as the run's ``model_card.json`` and ``model_card.md``."""
+    mlflow.log_dict(card, "model_card.json")
+    mlflow.log_text(markdown, "model_card.md")
+
+
 def register_bundle(settings: Settings, model: Any, bundle_dir: Path) -> ModelRef:
     """Log the Keras model and the calibrated bundle, and register a new model version."""
     mlflow.log_artifacts(str(bundle_dir), BUNDLE_PATH)

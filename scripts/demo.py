@@ -22,6 +22,7 @@ from pipeline.services import airflow_environment, mongo_uri
 from pipeline.settings import PROJECT_ROOT, get_settings
 from pipeline.store import ResultStore
 from pipeline.synthetic import drop_incoming, make_labelled_set
+from pipeline.verdicts import OUTSIDE
 
 DAG_IDS = ("prepare_dataset", "train_detector", "score_incoming")
 console = Console()
@@ -72,19 +73,34 @@ def main() -> int:
 def print_results(store: ResultStore, settings) -> None:
     run = store.db["training_runs"].find_one(sort=[("created_at", -1)])
     table = Table(title="Verdicts (MongoDB collection 'verdicts')")
-    for column in ("file", "kind", "verdict", "p(fake)", "frames", "model"):
+    for column in ("file", "kind", "verdict", "p(fake)", "why", "frames", "model"):
         table.add_column(column)
-    for verdict in store.list_verdicts(limit=50):
+    verdicts = store.list_verdicts(limit=50)
+    for verdict in verdicts:
         probability = verdict.get("probability")
         table.add_row(
             Path(verdict["source_uri"]).name,
             verdict["kind"],
-            verdict.get("verdict") or f"failed: {verdict.get('reason')}",
+            verdict.get("verdict") or "failed",
             "-" if probability is None else f"{probability:.3f}",
+            verdict.get("reason") or "",
             str(verdict.get("frame_count", 0)),
             f"v{verdict['model']['version']}",
         )
     console.print(table)
+    scored = [v for v in verdicts if v["status"] == "scored"]
+    confident = [v for v in scored if v["verdict"] in ("real", "fake")]
+    outside = [v for v in scored if v.get("reason") == OUTSIDE]
+    console.print(
+        f"Coverage: {len(confident)} of {len(scored)} scored media got a confident verdict; "
+        f"{len(outside)} abstained as outside the training distribution."
+    )
+    if outside:
+        example = outside[0]
+        console.print(
+            f"  e.g. {Path(example['source_uri']).name}: {'; '.join(example['ood']['details'])} "
+            f"(the model alone would have said {example['model_verdict']}, P(AI) {example['probability']:.2f})"
+        )
     metrics = run["metrics"]
     console.print(
         f"MLflow run [bold]{run['_id']}[/] (model {run['model']['name']} v{run['model']['version']}): "
@@ -93,7 +109,8 @@ def print_results(store: ResultStore, settings) -> None:
     )
     console.print(
         "Open the UIs with [bold]make up[/] (Airflow http://127.0.0.1:8080, MLflow http://127.0.0.1:5000); "
-        "query verdicts with [bold].venv/bin/mediacheck verdicts list[/]."
+        "query verdicts with [bold].venv/bin/mediacheck verdicts list[/], read the model card with "
+        "[bold].venv/bin/mediacheck card[/]."
     )
 
 

@@ -22,7 +22,8 @@ import numpy as np
 from pipeline.media.images import MediaError
 
 _DURATION = re.compile(r"Duration: (\d+):(\d+):(\d+(?:\.\d+)?)")
-_VIDEO_STREAM = re.compile(r"Stream #\S+.*?: Video: .*?(\d{2,5})x(\d{2,5})")
+_VIDEO_STREAM = re.compile(r"Stream #\S+.*?: Video: (\w+).*?(\d{2,5})x(\d{2,5})")
+_BITRATE = re.compile(r"Duration: .*?bitrate: (\d+(?:\.\d+)?) kb/s")
 _FPS = re.compile(r"(\d+(?:\.\d+)?) (?:fps|tbr)")
 _ROTATION = re.compile(r"rotation of (-?\d+(?:\.\d+)?) degrees")
 _PTS_TIME = re.compile(r"pts_time:\s*(-?\d+(?:\.\d+)?)")
@@ -36,6 +37,8 @@ class VideoInfo:
     width: int  # as displayed, after rotation metadata is applied
     height: int
     rotation: int
+    codec: str = "unknown"
+    bitrate_kbps: float = 0.0  # the whole file's, as FFmpeg reports it
 
 
 @dataclass(frozen=True)
@@ -72,7 +75,7 @@ def probe(path: str, *, timeout_s: float) -> VideoInfo:
     stream_line = text[stream.start() : text.find("\n", stream.start())]
     fps = _FPS.search(stream_line)
     rotation = _ROTATION.search(text)
-    width, height = int(stream.group(1)), int(stream.group(2))
+    width, height = int(stream.group(2)), int(stream.group(3))
     degrees = int(round(float(rotation.group(1)))) % 360 if rotation else 0
     if degrees in (90, 270):
         width, height = height, width
@@ -80,7 +83,16 @@ def probe(path: str, *, timeout_s: float) -> VideoInfo:
     if duration:
         hours, minutes, secs = duration.groups()
         seconds = int(hours) * 3600 + int(minutes) * 60 + float(secs)
-    return VideoInfo(seconds, float(fps.group(1)) if fps else 0.0, width, height, degrees)
+    bitrate = _BITRATE.search(text)
+    return VideoInfo(
+        seconds,
+        float(fps.group(1)) if fps else 0.0,
+        width,
+        height,
+        degrees,
+        codec=stream.group(1),
+        bitrate_kbps=float(bitrate.group(1)) if bitrate else 0.0,
+    )
 
 
 def extract_frames(

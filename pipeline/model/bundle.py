@@ -1,4 +1,5 @@
-"""The served model: Keras and ONNX forms of one detector plus its calibration, as one folder.
+"""The served model: Keras and ONNX forms of one detector, its calibration and a description of
+its training data (for out-of-distribution checks), as one folder.
 
 Serving uses ONNX Runtime when the bundle has a verified ``model.onnx`` (several times faster
 on CPU, and no TensorFlow import); the Keras model is loaded only when needed.
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property, partial
 from pathlib import Path
@@ -16,7 +18,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from pipeline.model.calibration import Calibration
-from pipeline.model.onnx_export import OnnxExportError, OnnxSession, export_onnx, keras_logits
+from pipeline.model.onnx_export import LOGIT, SERVED_OUTPUTS, OnnxExportError, OnnxSession, export_onnx, keras_outputs
+from pipeline.model.ood import TrainingDistribution
 
 if TYPE_CHECKING:
     import keras
@@ -39,6 +42,17 @@ class ModelBundle:
     def runtime(self) -> str:
         return "onnxruntime" if (self.folder / ONNX_FILE).exists() else "keras"
 
+    @property
+    def logit_bias(self) -> float:
+        """The head's bias: the served class activation map less this is the Grad-CAM heatmap."""
+        return float(self.metadata.get("logit_bias", 0.0))
+
+    @cached_property
+    def distribution(self) -> TrainingDistribution | None:
+        """What the model was trained on; None for a bundle saved before out-of-distribution checks."""
+        described = self.metadata.get("ood")
+        return TrainingDistribution.load(self.folder, described) if described else None
+
     @cached_property
     def keras_model(self) -> keras.Model:
         import keras
@@ -51,26 +65,33 @@ class ModelBundle:
     def _onnx(self) -> OnnxSession:
         return OnnxSession(self.folder / ONNX_FILE)
 
+    def infer(self, frames: np.ndarray, *, batch_size: int = 32, outputs: Sequence[str] = SERVED_OUTPUTS) -> dict:
+        """The served outputs (those this model has) for a stack of 0-255 RGB frames of the bundle's size."""
+        predict = self._onnx.run if self.runtime == "onnxruntime" else partial(keras_outputs, self.keras_model)
+        batches = [predict(frames[i : i + batch_size], outputs) for i in range(0, len(frames), batch_size)]
+        return {name: np.concatenate([batch[name] for batch in batches]) for name in (batches[0] if batches else ())}
+
     def logits(self, frames: np.ndarray, *, batch_size: int = 32) -> np.ndarray:
         """Raw logits for a stack of 0-255 RGB frames of the bundle's frame size."""
-        predict = self._onnx.run if self.runtime == "onnxruntime" else partial(keras_logits, self.keras_model)
-        outputs = [predict(frames[i : i + batch_size]) for i in range(0, len(frames), batch_size)]
-        return np.concatenate(outputs) if outputs else np.zeros(0)
+        return self.infer(frames, batch_size=batch_size, outputs=(LOGIT,)).get(LOGIT, np.zeros(0))
 
     def probabilities(self, frames: np.ndarray, *, batch_size: int = 32) -> np.ndarray:
         return self.calibration.probability(self.logits(frames, batch_size=batch_size))
 
 
 def save_bundle(folder: Path, model: keras.Model, calibration: Calibration, metadata: dict, *,
-                check_frames: np.ndarray) -> Path:  # fmt: skip
-    """Save the Keras model, an ONNX export verified on ``check_frames``, and the metadata."""
+                check_frames: np.ndarray, distribution: TrainingDistribution | None = None) -> Path:  # fmt: skip
+    """Save the Keras model, an ONNX export verified on ``check_frames``, the training distribution and the metadata."""
     folder.mkdir(parents=True, exist_ok=True)
     model.save(folder / MODEL_FILE)
+    metadata = {**metadata, "logit_bias": float(model.get_layer("logit").get_weights()[1][0])}
+    if distribution is not None:
+        metadata["ood"] = distribution.save(folder)
     try:
-        metadata = {**metadata, "onnx_max_abs_diff": export_onnx(model, folder / ONNX_FILE, check_frames=check_frames)}
+        metadata["onnx_max_abs_diff"] = export_onnx(model, folder / ONNX_FILE, check_frames=check_frames)
     except OnnxExportError as error:  # serving falls back to Keras; say so rather than fail training
         log.warning("serving this model with Keras: %s", error)
-        metadata = {**metadata, "onnx_error": str(error)}
+        metadata["onnx_error"] = str(error)
     (folder / META_FILE).write_text(json.dumps({"calibration": calibration.to_dict(), **metadata}, indent=2))
     return folder
 

@@ -17,6 +17,7 @@ class Calibration:
     threshold: float = 0.5  # calibrated probability at or above which a frame counts as fake
     real_below: float = 0.5  # media scored below this are 'real'
     fake_from: float = 0.5  # media scored at or above this are 'fake'; between is 'uncertain'
+    band_note: str = ""  # why the bands sit where they do, when that is not plain from the budgets
 
     def probability(self, logits: np.ndarray) -> np.ndarray:
         return 1.0 / (1.0 + np.exp(-np.asarray(logits, np.float64) / self.temperature))
@@ -26,7 +27,7 @@ class Calibration:
             return "fake"
         return "real" if probability < self.real_below else "uncertain"
 
-    def to_dict(self) -> dict[str, float]:
+    def to_dict(self) -> dict[str, float | str]:
         return asdict(self)
 
 
@@ -43,31 +44,42 @@ def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
     return float(np.exp(minimize_scalar(nll, bounds=(-3, 3), method="bounded").x))
 
 
-def fit_calibration(logits: np.ndarray, labels: np.ndarray, *, max_fpr_real: float) -> Calibration:
-    """Fit temperature, an accuracy-maximising threshold, and frame-level band edges on validation data."""
+def fit_calibration(logits: np.ndarray, labels: np.ndarray) -> Calibration:
+    """Fit the temperature and an accuracy-maximising (Youden) threshold on validation frames."""
     labels = np.asarray(labels)
     temperature = fit_temperature(logits, labels)
-    probs = Calibration(temperature).probability(logits)
     if len(np.unique(labels)) < 2:
         return Calibration(temperature)
+    probs = Calibration(temperature).probability(logits)
     fpr, tpr, thresholds = roc_curve(labels, probs)
-    threshold = float(np.clip(thresholds[np.argmax(tpr - fpr)], 0.0, 1.0))
-    return with_band_edges(Calibration(temperature, threshold), probs, labels, max_fpr_real=max_fpr_real)
+    return Calibration(temperature, float(np.clip(thresholds[np.argmax(tpr - fpr)], 0.0, 1.0)))
 
 
 def with_band_edges(calibration: Calibration, scores: np.ndarray, labels: np.ndarray, *,
-                    max_fpr_real: float) -> Calibration:  # fmt: skip
-    """Band edges fitted on calibrated validation scores (of frames, or of whole media).
+                    max_fpr_real: float, max_fnr_fake: float) -> Calibration:  # fmt: skip
+    """Verdict band edges fitted on calibrated validation scores of whole media.
 
-    ``fake_from`` lets at most ``max_fpr_real`` of the real items into the fake band;
-    ``real_below`` lets at most that share of the fake items into the real band.
+    Each confident band has its own error budget: ``fake_from`` lets at most ``max_fpr_real`` of
+    the real media into the fake band, ``real_below`` at most ``max_fnr_fake`` of the fakes into
+    the real band; neither band reaches past the decision threshold. Where both budgets hold at
+    the threshold itself the bands meet there, and ``band_note`` says so: only media outside the
+    training distribution are then uncertain.
     """
     scores, labels = np.asarray(scores), np.asarray(labels)
+    threshold = calibration.threshold
     if len(np.unique(labels)) < 2:
-        return calibration
-    fake_from = float(max(_edge_above(scores[labels == 0], max_fpr_real), calibration.threshold))
-    real_below = float(min(_edge_below(scores[labels == 1], max_fpr_real), calibration.threshold))
-    return replace(calibration, real_below=real_below, fake_from=fake_from)
+        note = f"validation media hold one class only: the bands meet at the threshold {threshold:.3f}"
+        return replace(calibration, real_below=threshold, fake_from=threshold, band_note=note)
+    fake_from = float(max(_edge_above(scores[labels == 0], max_fpr_real), threshold))
+    real_below = float(min(_edge_below(scores[labels == 1], max_fnr_fake), threshold))
+    note = ""
+    if real_below == fake_from:
+        note = (
+            f"the bands meet at the decision threshold {threshold:.3f}: of {int(np.sum(labels == 0))} real and "
+            f"{int(np.sum(labels == 1))} fake validation media, at most {max_fpr_real:.1%} of the real score at or "
+            f"above it and at most {max_fnr_fake:.1%} of the fakes below it, so both budgets hold with no band between"
+        )
+    return replace(calibration, real_below=real_below, fake_from=fake_from, band_note=note)
 
 
 def _edge_above(scores: np.ndarray, share: float) -> float:

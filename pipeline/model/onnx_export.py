@@ -10,6 +10,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -19,6 +20,10 @@ if TYPE_CHECKING:
     import keras
 
 OPSET = 17
+# What a served model returns for each frame: its logit, the pooled features the logit is computed
+# from (compared with the training data's), and its class activation map (see train.build_classifier).
+LOGIT, EMBEDDING, CAM = "logit", "embedding", "cam"
+SERVED_OUTPUTS = (LOGIT, EMBEDDING, CAM)
 
 
 class OnnxExportError(RuntimeError):
@@ -37,19 +42,31 @@ def export_onnx(model: keras.Model, path: Path, *, check_frames: np.ndarray, tol
         )  # fmt: skip
     if result.returncode != 0:
         raise OnnxExportError(f"tf2onnx failed: {result.stderr.strip().splitlines()[-1:]}")
-    difference = float(np.max(np.abs(OnnxSession(path).run(check_frames) - keras_logits(model, check_frames))))
+    expected = keras_outputs(model, check_frames)
+    served = OnnxSession(path).run(check_frames, tuple(expected))
+    difference = max(float(np.max(np.abs(served[name] - expected[name]))) for name in expected)
     if difference > tolerance:
         path.unlink()
         raise OnnxExportError(f"ONNX output differs from Keras by {difference:.2e} (> {tolerance:.0e})")
     return difference
 
 
+def keras_outputs(
+    model: keras.Model, frames: np.ndarray, names: Sequence[str] = SERVED_OUTPUTS
+) -> dict[str, np.ndarray]:
+    """The named outputs of a served Keras model (a training model has only its logit)."""
+    outputs = model.predict_on_batch(frames.astype(np.float32))
+    if not isinstance(outputs, dict):
+        outputs = {LOGIT: outputs}
+    return {name: _shaped(name, np.asarray(outputs[name])) for name in names if name in outputs}
+
+
 def keras_logits(model: keras.Model, frames: np.ndarray) -> np.ndarray:
-    return np.asarray(model.predict_on_batch(frames.astype(np.float32))).reshape(-1)
+    return keras_outputs(model, frames, (LOGIT,))[LOGIT]
 
 
 class OnnxSession:
-    """An ONNX Runtime session over a detector: 0-255 frames in, logits out."""
+    """An ONNX Runtime session over a detector: 0-255 frames in, named outputs out."""
 
     def __init__(self, path: Path) -> None:
         import onnxruntime as ort
@@ -58,6 +75,18 @@ class OnnxSession:
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         self.input_name = self.session.get_inputs()[0].name
+        graph_names = [output.name for output in self.session.get_outputs()]
+        # A model exported before outputs were named has one output: its logit.
+        self.outputs = {LOGIT: graph_names[0]} if len(graph_names) == 1 else {name: name for name in graph_names}
 
-    def run(self, frames: np.ndarray) -> np.ndarray:
-        return self.session.run(None, {self.input_name: frames.astype(np.float32)})[0].reshape(-1)
+    def run(self, frames: np.ndarray, names: Sequence[str] = SERVED_OUTPUTS) -> dict[str, np.ndarray]:
+        wanted = [name for name in names if name in self.outputs]
+        values = self.session.run([self.outputs[name] for name in wanted], {self.input_name: frames.astype(np.float32)})
+        return {name: _shaped(name, value) for name, value in zip(wanted, values, strict=True)}
+
+
+def _shaped(name: str, value: np.ndarray) -> np.ndarray:
+    """One logit per frame, one map per frame; embeddings as they are."""
+    if name == LOGIT:
+        return value.reshape(-1)
+    return value[..., 0] if name == CAM else value

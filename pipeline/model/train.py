@@ -22,6 +22,7 @@ from pipeline.model.accelerators import detect, training_scope
 from pipeline.model.backbones import block_prefixes, build_backbone
 from pipeline.model.data import frame_dataset
 from pipeline.model.layers import HorizontalMirror
+from pipeline.model.onnx_export import SERVED_OUTPUTS
 from pipeline.settings import ModelSettings
 
 EpochCallback = Callable[[str, int, dict[str, float]], None]
@@ -39,19 +40,23 @@ class TrainOutcome:
 
 
 def build_classifier(
-    settings: ModelSettings, *, frame_size: int, augment: bool = True, mirror_average: bool = False
+    settings: ModelSettings, *, frame_size: int, augment: bool = True, serving: bool = False
 ) -> keras.Model:
     """0-255 RGB frames in, one logit out (positive = AI-generated).
 
     ``augment`` adds the layers of ``settings.augmentation``; they act only while training.
-    ``mirror_average`` scores each frame and its mirror image with the same weights and
-    returns the mean logit (test-time flipping, for serving).
+    ``serving`` builds the served form instead, with three named outputs per frame: the logit;
+    the pooled backbone features it is computed from (the embedding that the out-of-distribution
+    check compares with the training data's); and the class activation map, the logit's own layer
+    applied at every cell of the last convolutional block. The head is linear after pooling, so
+    the logit is the mean of that map and its positive part is the head's exact Grad-CAM.
+    With ``settings.test_time_flip`` each output is the mean over the frame and its mirror image.
     """
     inputs = keras.Input((frame_size, frame_size, 3), name="frames")
     x = inputs
     if settings.image_size != frame_size:
         x = layers.Resizing(settings.image_size, settings.image_size, name="resize")(x)
-    if augment and settings.augmentation != "none":
+    if augment and not serving and settings.augmentation != "none":
         x = augmentation(settings.augmentation)(x)
     backbone = build_backbone(settings.backbone, weights=settings.weights, image_size=settings.image_size)
     backbone.trainable = False
@@ -59,13 +64,22 @@ def build_classifier(
     dropout = layers.Dropout(settings.dropout, name="head_dropout")
     logit = layers.Dense(1, name="logit", dtype="float32")  # float32 logits under mixed precision
 
-    def score(images):
-        return logit(dropout(pool(backbone(images, training=False))))  # BatchNorm stays in inference mode
+    def score(images) -> list:
+        features = backbone(images, training=False)  # BatchNorm stays in inference mode
+        embedding = pool(features)
+        return [logit(dropout(embedding)), embedding, logit(features)]
 
+    if not serving:
+        return keras.Model(inputs, score(x)[0], name=f"{settings.backbone}_detector")
     outputs = score(x)
-    if mirror_average:
-        outputs = layers.Average(name="mirror_average", dtype="float32")([outputs, score(HorizontalMirror()(x))])
-    return keras.Model(inputs, outputs, name=f"{settings.backbone}_detector")
+    if settings.test_time_flip:
+        mirror_logit, mirror_embedding, mirror_cam = score(HorizontalMirror()(x))
+        mirrored = [mirror_logit, mirror_embedding, HorizontalMirror(name="cam_unmirror")(mirror_cam)]
+        outputs = [
+            layers.Average(name=f"mirror_average_{name}", dtype="float32")([own, other])
+            for name, own, other in zip(SERVED_OUTPUTS, outputs, mirrored, strict=True)
+        ]
+    return keras.Model(inputs, dict(zip(SERVED_OUTPUTS, outputs, strict=True)), name=f"{settings.backbone}_detector")
 
 
 def augmentation(kind: str = "robust") -> keras.Sequential:
@@ -87,15 +101,9 @@ def augmentation(kind: str = "robust") -> keras.Sequential:
 
 
 def serving_copy(model: keras.Model, settings: ModelSettings, *, frame_size: int | None = None) -> keras.Model:
-    """The trained model without its augmentation layers, taking ``frame_size`` frames, for serving.
-
-    With ``settings.test_time_flip`` it averages the logits of each frame and its mirror image.
-    """
+    """The served form (see :func:`build_classifier`) of a trained model, taking ``frame_size`` frames."""
     serving = build_classifier(
-        settings.model_copy(update={"weights": "none"}),
-        frame_size=frame_size or model.input_shape[1],
-        augment=False,
-        mirror_average=settings.test_time_flip,
+        settings.model_copy(update={"weights": "none"}), frame_size=frame_size or model.input_shape[1], serving=True
     )
     for layer in serving.layers:
         if layer.weights:

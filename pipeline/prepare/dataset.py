@@ -154,6 +154,11 @@ def _manifest(
         "phash": [frame.phash for _, frame, _ in rows],
         "width": [item.width for item, _, _ in rows],
         "height": [item.height for item, _, _ in rows],
+        "codec": [item.codec for item, _, _ in rows],
+        "fps": [item.fps for item, _, _ in rows],
+        "duration_s": [item.duration_s for item, _, _ in rows],
+        "bits_per_pixel": [item.bits_per_pixel for item, _, _ in rows],
+        "method": [item.method or "" for item, _, _ in rows],
     }
     constants = {"resize_policy": settings.resize_policy, "crop": settings.crop, "frame_size": settings.frame_size}
     frame = pd.DataFrame(columns | {name: [value] * len(rows) for name, value in constants.items()})

@@ -20,7 +20,8 @@ import numpy as np
 
 from pipeline.media.faces import frame_region
 from pipeline.media.images import MediaError, decode_image, encode_jpeg, resize_to_square
-from pipeline.media.sniff import SNIFF_BYTES, sniff_kind
+from pipeline.media.sniff import SNIFF_BYTES, sniff_format, sniff_kind
+from pipeline.media.stats import image_stats, video_stats
 from pipeline.media.video import extract_frames_from
 from pipeline.prepare.sources import SourceItem
 from pipeline.settings import PrepareSettings, ResizePolicy
@@ -49,6 +50,7 @@ class ItemResult:
     label: int
     group: str | None
     split: str | None
+    method: str | None = None  # the generator or manipulation, where the labels name it
     content_id: str = ""
     kind: str = "unknown"
     reason: str | None = None
@@ -56,6 +58,8 @@ class ItemResult:
     height: int = 0
     duration_s: float = 0.0
     fps: float = 0.0
+    codec: str = "unknown"
+    bits_per_pixel: float = 0.0
     steps: list[str] = field(default_factory=list)
     frames: list[FrameRecord] = field(default_factory=list)
 
@@ -95,7 +99,7 @@ def _open_nonblocking(path: str, flags: int) -> int:
 
 def process_item(item: SourceItem, settings: PrepareSettings, frames_dir: Path) -> ItemResult:
     """Store the frames of one item under ``frames_dir``; never raises for bad media."""
-    result = ItemResult(item.uri, item.label, item.group, item.split)
+    result = ItemResult(item.uri, item.label, item.group, item.split, item.method)
     try:
         data = read_media(item.uri)
     except OSError as error:
@@ -124,6 +128,8 @@ def process_item(item: SourceItem, settings: PrepareSettings, frames_dir: Path) 
 def _process_image(data: bytes, result: ItemResult, settings: PrepareSettings, frames_dir: Path) -> None:
     rgb, result.steps = decode_image(data)
     result.height, result.width = rgb.shape[:2]
+    result.codec = sniff_format(data[:SNIFF_BYTES])
+    result.bits_per_pixel = image_stats(result.codec, result.width, result.height, len(data)).bits_per_pixel
     result.frames = [_store_frame(rgb, result.content_id, 0, 0.0, settings, frames_dir)]
 
 
@@ -138,6 +144,8 @@ def _process_video(uri: str, data: bytes, result: ItemResult, settings: PrepareS
         timeout_s=settings.ffmpeg_timeout_s,
     )
     result.width, result.height, result.duration_s, result.fps = info.width, info.height, info.duration_s, info.fps
+    result.codec = info.codec
+    result.bits_per_pixel = video_stats(info).bits_per_pixel
     if info.rotation:
         result.steps.append(f"rotated_{info.rotation}")
     result.frames = [_store_frame(f.rgb, result.content_id, f.index, f.time_s, settings, frames_dir) for f in frames]

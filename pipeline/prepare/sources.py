@@ -33,6 +33,7 @@ class SourceItem:
     label: int
     group: str | None = None
     split: Split | None = None
+    method: str | None = None  # the generator or manipulation, where the labels name it
 
 
 @dataclass(frozen=True)
@@ -44,7 +45,7 @@ class Rejected:
 def discover(source_uri: str, label_map: dict[str, int]) -> tuple[list[SourceItem], list[Rejected]]:
     """List every labelled file under ``source_uri`` and every file that cannot be labelled.
 
-    A ``labels.csv`` at the root (``file_name,label[,group][,split]``) wins; otherwise the
+    A ``labels.csv`` at the root (``file_name,label[,group][,split][,method]``) wins; otherwise the
     label is the nearest enclosing folder found in ``label_map`` and a ``train``/``val``/
     ``test`` folder above it fixes the split.
     """
@@ -114,7 +115,9 @@ def _from_csv(fs, root: str, text: str) -> tuple[list[SourceItem], list[Rejected
     reader = csv.DictReader(io.StringIO(text))
     missing = {"file_name", "label"} - set(reader.fieldnames or ())
     if missing:
-        raise ValueError(f"{LABELS_CSV} lacks column(s) {sorted(missing)}; expected file_name,label[,group][,split]")
+        raise ValueError(
+            f"{LABELS_CSV} lacks column(s) {sorted(missing)}; expected file_name,label[,group][,split][,method]"
+        )
     items, rejected = [], []
     real_root = os.path.realpath(root) if isinstance(fs, LocalFileSystem) else None  # remote stores have no symlinks
     for line, row in enumerate(reader, start=2):
@@ -128,7 +131,8 @@ def _from_csv(fs, root: str, text: str) -> tuple[list[SourceItem], list[Rejected
             rejected.append(Rejected(uri, "symlink points outside the source folder"))
         else:
             split = _SPLIT_FOLDERS.get((row.get("split") or "").strip().lower())
-            items.append(SourceItem(uri, int(row["label"]), (row.get("group") or "").strip() or None, split))
+            group, method = ((row.get(column) or "").strip() or None for column in ("group", "method"))
+            items.append(SourceItem(uri, int(row["label"]), group, split, method))
     return items, rejected
 
 

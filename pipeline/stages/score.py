@@ -1,5 +1,9 @@
 """The score stage: watched bucket -> frames -> calibrated scores -> per-media verdicts in MongoDB.
 
+Each verdict also weighs whether the media is like the model's training data (out of it, the
+verdict abstains), the provenance the file carries, and keeps Grad-CAM overlays of the frames
+behind a ``fake`` or ``uncertain`` verdict (see ``pipeline.verdicts``).
+
 Identity is the content sha256: a file already scored (re-dropped, renamed, copied) gets
 no second verdict; its new location is linked to the existing one.
 """
@@ -18,11 +22,16 @@ from pipeline import tracking
 from pipeline.aggregate import aggregate
 from pipeline.media.faces import frame_region
 from pipeline.media.images import MediaError, as_stored, decode_image, encode_jpeg, resize_to_square
-from pipeline.media.sniff import sniff_kind
+from pipeline.media.provenance import read_provenance
+from pipeline.media.sniff import SNIFF_BYTES, sniff_format, sniff_kind
+from pipeline.media.stats import image_stats, video_stats
 from pipeline.media.video import extract_frames_from
 from pipeline.model.bundle import ModelBundle, load_bundle
+from pipeline.model.explain import grad_cam, overlay
+from pipeline.model.onnx_export import CAM, EMBEDDING, LOGIT
 from pipeline.settings import Settings
 from pipeline.store import ResultStore
+from pipeline.verdicts import decide
 
 
 class NoModelError(LookupError):
@@ -37,6 +46,7 @@ class LoadedModel:
 
 PROCESSED, FAILED = ".processed", ".failed"  # hidden: never listed as incoming
 EVIDENCE_FRAMES, EVIDENCE_SIZE = 3, 160  # the highest-scoring frames, kept as small JPEGs for review
+EXPLAINED = ("fake", "uncertain")  # verdicts whose evidence frames also get Grad-CAM overlays
 
 
 def list_incoming(settings: Settings) -> list[tuple[str, int]]:
@@ -101,7 +111,7 @@ def score_uri(uri: str, loaded: LoadedModel, settings: Settings, store: ResultSt
         "_id": content_id,
         "content_id": content_id,
         "source_uri": uri,
-        "kind": sniff_kind(data[:32]),
+        "kind": sniff_kind(data[:SNIFF_BYTES]),
         "size_bytes": len(data),
         "config_hash": settings.config_hash(),
         "model": {
@@ -113,7 +123,7 @@ def score_uri(uri: str, loaded: LoadedModel, settings: Settings, store: ResultSt
         },
     }
     try:
-        document |= _score_content(uri, data, document["kind"], loaded.bundle, settings, timings)
+        document |= score_content(uri, data, document["kind"], loaded.bundle, settings, timings)[0]
         document["status"] = "scored"
     except MediaError as error:
         document |= {"status": "failed", "verdict": None, "reason": str(error)}
@@ -126,9 +136,12 @@ def score_uri(uri: str, loaded: LoadedModel, settings: Settings, store: ResultSt
     return {
         "uri": uri,
         "content_id": content_id,
+        "kind": document["kind"],
         "status": document["status"],
         "verdict": document.get("verdict"),
+        "basis": document.get("basis"),
         "probability": document.get("probability"),
+        "ood_score": document.get("ood_score"),
         "reason": document.get("reason"),
     }
 
@@ -155,45 +168,67 @@ def model_frame(rgb: np.ndarray, bundle: ModelBundle) -> np.ndarray:
     return as_stored(square)
 
 
-def _score_content(
+def score_content(
     uri: str, data: bytes, kind: str, bundle: ModelBundle, settings: Settings, timings: dict[str, float]
-) -> dict:
+) -> tuple[dict, dict[str, np.ndarray]]:
+    """The verdict fields for one media item's bytes (nothing is stored) and the model's per-frame outputs.
+
+    Raises ``MediaError`` for content that cannot be scored.
+    """
     started = time.perf_counter()
-    duration = 0.0
     if kind == "image":
         rgb, _ = decode_image(data)
+        stats = image_stats(sniff_format(data[:SNIFF_BYTES]), rgb.shape[1], rgb.shape[0], len(data))
         frames, times = [model_frame(rgb, bundle)], [0.0]
     elif kind == "video":
         info, extracted = extract_frames_from(
             uri, data, count=bundle.metadata["frames_per_video"], timeout_s=settings.prepare.ffmpeg_timeout_s
         )
-        duration = info.duration_s
+        stats = video_stats(info)
         frames = [model_frame(f.rgb, bundle) for f in extracted]
         times = [f.time_s for f in extracted]
     else:
         raise MediaError("not an image or video (unrecognised content)")
     timings["extract"] = time.perf_counter() - started
     started = time.perf_counter()
-    probs = bundle.probabilities(np.stack(frames), batch_size=settings.score.batch_size)
+    outputs = bundle.infer(np.stack(frames), batch_size=settings.score.batch_size)
+    probs = bundle.calibration.probability(outputs[LOGIT])
     timings["infer"] = time.perf_counter() - started
+    started = time.perf_counter()
     rule = (
         bundle.metadata.get("aggregation", "mean")
         if settings.score.aggregation == "auto"
         else settings.score.aggregation
     )
     probability = aggregate(probs, rule)
-    calibration = bundle.calibration
+    ood = bundle.distribution.assess(outputs.get(EMBEDDING), stats) if bundle.distribution else None
+    provenance = read_provenance(data)
+    decision = decide(probability, bundle.calibration, ood, provenance)
+    timings["assess"] = time.perf_counter() - started
     strongest = np.argsort(-probs, kind="stable")[:EVIDENCE_FRAMES]
-    return {
-        "verdict": calibration.verdict(probability),
+    explained = decision.verdict in EXPLAINED and CAM in outputs
+    heatmaps = grad_cam(outputs[CAM][strongest], bundle.logit_bias) if explained else [None] * len(strongest)
+    frame_ood = ood.frame_scores if ood and ood.frame_scores else [None] * len(frames)
+    calibration = bundle.calibration
+    document = {
+        **decision.to_dict(),
         "probability": probability,
         "aggregation": rule,
-        "duration_s": duration,
+        "duration_s": stats.duration_s,
         "frame_count": len(frames),
-        "bands": {"real_below": calibration.real_below, "fake_from": calibration.fake_from},
+        "bands": {
+            "real_below": calibration.real_below,
+            "fake_from": calibration.fake_from,
+            "note": calibration.band_note or None,
+        },
+        "explained": explained,  # the evidence frames carry Grad-CAM overlays
+        "ood_score": ood.score if ood else None,
+        "ood": ood.to_dict() if ood else None,
+        "input": stats.to_dict(),
+        "provenance": provenance.to_dict(),
         "frames": [
-            {"index": i, "time_s": t, "probability": float(p)}
-            for i, (t, p) in enumerate(zip(times, probs, strict=True))
+            {"index": i, "time_s": t, "probability": float(p), "ood_score": o}
+            for i, (t, p, o) in enumerate(zip(times, probs, frame_ood, strict=True))
         ],
         "evidence": [
             {
@@ -201,10 +236,12 @@ def _score_content(
                 "time_s": times[i],
                 "probability": float(probs[i]),
                 "jpeg": encode_jpeg(resize_to_square(frames[i], EVIDENCE_SIZE, "squash")),
+                **({"gradcam_jpeg": encode_jpeg(overlay(frames[i], heat, size=EVIDENCE_SIZE))} if explained else {}),
             }
-            for i in strongest
+            for i, heat in zip(strongest, heatmaps, strict=True)
         ],
     }
+    return document, outputs
 
 
 def run(settings: Settings, store: ResultStore) -> list[dict]:

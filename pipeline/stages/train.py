@@ -13,14 +13,18 @@ import pandas as pd
 
 from pipeline import tracking
 from pipeline.aggregate import aggregate, choose_rule
+from pipeline.media.stats import MediaStats
 from pipeline.model.bundle import ModelBundle, load_bundle, save_bundle
-from pipeline.model.calibration import fit_calibration, with_band_edges
+from pipeline.model.calibration import Calibration, fit_calibration, with_band_edges
+from pipeline.model.card import model_card, render_card
 from pipeline.model.data import frame_dataset
 from pipeline.model.evaluate import binary_metrics, save_plots
-from pipeline.model.onnx_export import keras_logits
+from pipeline.model.onnx_export import EMBEDDING, LOGIT, keras_outputs
+from pipeline.model.ood import TrainingDistribution, fit_distribution
 from pipeline.model.train import HEAD, train_two_phase
-from pipeline.settings import Settings
+from pipeline.settings import ModelSettings, Settings
 from pipeline.store import ResultStore
+from pipeline.verdicts import OUTSIDE, decide, selective_metrics
 
 if TYPE_CHECKING:
     import keras
@@ -41,23 +45,35 @@ def resolve_dataset(store: ResultStore, dataset_id: str | None) -> dict:
     return dataset
 
 
+def split_outputs(
+    predictor: ModelBundle | keras.Model, rows: pd.DataFrame, batch_size: int, names: tuple[str, ...] = (LOGIT,)
+) -> dict[str, np.ndarray]:
+    """Served outputs for manifest rows, read through the same input pipeline as training."""
+    if isinstance(predictor, ModelBundle):
+        predict = partial(predictor.infer, batch_size=batch_size, outputs=names)
+    else:
+        predict = partial(keras_outputs, predictor, names=names)
+    batches = [predict(np.asarray(x)) for x, _ in frame_dataset(rows, batch_size=batch_size, training=False, seed=0)]
+    return {name: np.concatenate([batch[name] for batch in batches]) for name in (batches[0] if batches else ())}
+
+
 def split_logits(
     predictor: ModelBundle | keras.Model, manifest: pd.DataFrame, split: str, batch_size: int
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Logits and labels for one split, read through the same input pipeline as training."""
+    """Logits and labels for one split."""
     rows = manifest[manifest["split"] == split]
-    predict = predictor.logits if isinstance(predictor, ModelBundle) else partial(keras_logits, predictor)
-    logits = [predict(np.asarray(x)) for x, _ in frame_dataset(rows, batch_size=batch_size, training=False, seed=0)]
-    return (np.concatenate(logits) if logits else np.zeros(0)), rows["label"].to_numpy()
+    return split_outputs(predictor, rows, batch_size).get(LOGIT, np.zeros(0)), rows["label"].to_numpy()
 
 
 def run(settings: Settings, store: ResultStore, *, dataset_id: str | None = None) -> dict:
-    """Train, calibrate on validation, evaluate on test, register, and maybe promote."""
+    """Train, calibrate on validation, describe the training data, evaluate on test, register, maybe promote."""
     dataset = resolve_dataset(store, dataset_id)
     manifest = pd.read_parquet(dataset["manifest_path"])
     model_settings = settings.model
+    batch = model_settings.batch_size
     started = time.perf_counter()
     workdir = Path(tempfile.mkdtemp(prefix="train-", dir=_ensure(settings.storage.root / "runs")))
+    rows = {split: manifest[manifest["split"] == split] for split in ("train", "val", "test")}
     with tracking.training_run(
         settings, dataset=dataset, run_name=f"{model_settings.backbone}-{dataset['_id']}"
     ) as run_id:
@@ -73,30 +89,43 @@ def run(settings: Settings, store: ResultStore, *, dataset_id: str | None = None
         )
         if outcome.weight_mean:
             tracking.log_metrics(outcome.weight_mean, prefix="weight_mean_")
-        val_logits, val_labels = split_logits(outcome.model, manifest, "val", model_settings.batch_size)
-        calibration = fit_calibration(val_logits, val_labels, max_fpr_real=model_settings.max_fpr_real)
-        aggregation, aggregation_aucs, calibration = _media_level(
-            calibration, manifest, val_logits, model_settings.max_fpr_real
-        )
-        tracking.log_metrics({f"val_media_auc_{name}": auc for name, auc in aggregation_aucs.items()})
-        test_logits, test_labels = split_logits(outcome.model, manifest, "test", model_settings.batch_size)
-        test_probs = calibration.probability(test_logits)
-        metrics = binary_metrics(test_labels, test_probs, calibration.threshold)
-        tracking.log_metrics(metrics, prefix="test_")
-        tracking.log_metrics(calibration.to_dict(), prefix="calibration_")
-        test_rows = manifest[manifest["split"] == "test"]
-        save_plots(test_labels, test_probs, calibration.threshold, test_rows["frame_path"].tolist(), workdir / "plots")
-        tracking.log_artifacts(workdir / "plots", "plots")
         serving = outcome.model
-        check_frames = next(iter(frame_dataset(test_rows.head(16), batch_size=16, training=False, seed=0)))[0]
-        metadata = _bundle_metadata(settings, dataset, aggregation)
+        val = split_outputs(serving, rows["val"], batch, (LOGIT, EMBEDDING))
+        calibration = fit_calibration(val[LOGIT], rows["val"]["label"].to_numpy())
+        aggregation, aggregation_aucs, calibration = _media_level(calibration, rows["val"], val[LOGIT], model_settings)
+        tracking.log_metrics({f"val_media_auc_{name}": auc for name, auc in aggregation_aucs.items()})
+        distribution, accepted = describe_training_data(
+            serving, rows, val[EMBEDDING], model_settings, settings.prepare.seed
+        )
+        tracking.log_metrics({"val_media_ood_accepted": accepted})
+        test = split_outputs(serving, rows["test"], batch, (LOGIT, EMBEDDING))
+        test_probs = calibration.probability(test[LOGIT])
+        metrics = binary_metrics(rows["test"]["label"].to_numpy(), test_probs, calibration.threshold)
+        tracking.log_metrics(metrics, prefix="test_")
+        trust = _media_verdicts(rows["test"], test_probs, test[EMBEDDING], aggregation, calibration, distribution)
+        tracking.log_metrics(trust, prefix="test_media_")
+        tracking.log_metrics({"ood_threshold": distribution.threshold, "temperature": calibration.temperature,
+                              "threshold": calibration.threshold, "real_below": calibration.real_below,
+                              "fake_from": calibration.fake_from}, prefix="calibration_")  # fmt: skip
+        tracking.log_dict(calibration.to_dict(), "calibration.json")
+        save_plots(rows["test"]["label"].to_numpy(), test_probs, calibration.threshold,
+                   rows["test"]["frame_path"].tolist(), workdir / "plots")  # fmt: skip
+        tracking.log_artifacts(workdir / "plots", "plots")
+        check_frames = next(iter(frame_dataset(rows["test"].head(16), batch_size=16, training=False, seed=0)))[0]
         bundle_dir = save_bundle(
-            workdir / "bundle", serving, calibration, metadata, check_frames=np.asarray(check_frames)
+            workdir / "bundle",
+            serving,
+            calibration,
+            _bundle_metadata(settings, dataset, aggregation),
+            check_frames=np.asarray(check_frames),
+            distribution=distribution,
         )
         ref = tracking.register_bundle(settings, serving, bundle_dir)
         promoted, rule = _promote_if_better(settings, ref, metrics, manifest)
         tracking.log_dict({"rule": rule, "promoted": promoted}, "promotion.json")
         tracking.log_dict(outcome.accelerator, "accelerator.json")
+        card = model_card(ref, dataset, manifest, metrics, trust, calibration, distribution, aggregation, settings)
+        tracking.log_card(card, render_card(card))
         document = {
             "_id": run_id,
             "model": {"name": ref.name, "version": ref.version},
@@ -106,7 +135,9 @@ def run(settings: Settings, store: ResultStore, *, dataset_id: str | None = None
             "backbone": model_settings.backbone,
             "image_size": model_settings.image_size,
             "metrics": metrics,
+            "trust": trust,
             "calibration": calibration.to_dict(),
+            "ood": distribution.describe(),
             "aggregation": aggregation,
             "unfrozen_blocks": outcome.unfrozen_blocks,
             "history": outcome.history,
@@ -116,20 +147,105 @@ def run(settings: Settings, store: ResultStore, *, dataset_id: str | None = None
             "promoted": promoted,
             "promotion_rule": rule,
             "tracking_uri": tracking.configure(settings),
+            "card": card,
         }
         store.record_training_run(document)
     return document
 
 
-def _media_level(calibration, manifest: pd.DataFrame, val_logits: np.ndarray, max_fpr_real: float):
+def _by_media(rows: pd.DataFrame) -> dict[str, np.ndarray]:
+    """Content id -> positions (within ``rows``) of that media item's frames."""
+    return rows.reset_index(drop=True).groupby("content_id").indices
+
+
+def _media_level(
+    calibration: Calibration, val_rows: pd.DataFrame, val_logits: np.ndarray, model_settings: ModelSettings
+):
     """Choose the aggregation rule and the verdict band edges on whole validation media."""
-    rows = manifest[manifest["split"] == "val"].assign(prob=calibration.probability(val_logits))
-    items = [group for _, group in rows.groupby("content_id")]
-    labels = np.array([int(group["label"].iloc[0]) for group in items])
-    frame_scores = [group["prob"].to_numpy() for group in items]
+    probs = calibration.probability(val_logits)
+    items = list(_by_media(val_rows).values())
+    labels = val_rows["label"].to_numpy()[[item[0] for item in items]]
+    frame_scores = [probs[item] for item in items]
     rule, aucs = choose_rule(frame_scores, labels)
     media_scores = np.array([aggregate(scores, rule) for scores in frame_scores])
-    return rule, aucs, with_band_edges(calibration, media_scores, labels, max_fpr_real=max_fpr_real)
+    banded = with_band_edges(calibration, media_scores, labels, max_fpr_real=model_settings.max_fpr_real,
+                             max_fnr_fake=model_settings.max_fnr_fake)  # fmt: skip
+    return rule, aucs, banded
+
+
+def media_stats(rows: pd.DataFrame) -> dict[str, MediaStats]:
+    """Content id -> the input statistics of that media item in manifest rows (from its first frame's row)."""
+    first = rows.drop_duplicates("content_id")
+
+    def column(name: str, default):
+        return first[name].tolist() if name in first else [default] * len(first)  # manifests before these columns
+
+    return {
+        content_id: MediaStats(kind, int(width), int(height), codec, float(fps), float(duration), float(bits))
+        for content_id, kind, width, height, codec, fps, duration, bits in zip(
+            first["content_id"],
+            first["kind"],
+            first["width"],
+            first["height"],
+            column("codec", "unknown"),
+            column("fps", 0.0),
+            column("duration_s", 0.0),
+            column("bits_per_pixel", 0.0),
+            strict=True,
+        )  # fmt: skip
+    }
+
+
+def describe_training_data(
+    predictor: ModelBundle | keras.Model,
+    rows: dict[str, pd.DataFrame],
+    val_embeddings: np.ndarray,
+    model_settings: ModelSettings,
+    seed: int,
+) -> tuple[TrainingDistribution, float]:
+    """Fit the out-of-distribution checks: embeddings of a class-stratified sample of training frames,
+    the threshold on validation media, and the training media's input statistics.
+
+    Returns the distribution and the share of validation media it accepts.
+    """
+    train = rows["train"].drop_duplicates("frame_path")  # oversampling repeats frames
+    per_class = max(1, model_settings.ood_reference_frames // max(1, train["label"].nunique()))
+    references = pd.concat(
+        [group.sample(min(len(group), per_class), random_state=seed) for _, group in train.groupby("label")]
+    )
+    embeddings = split_outputs(predictor, references, model_settings.batch_size, (EMBEDDING,))[EMBEDDING]
+    distribution, val_scores = fit_distribution(
+        model_settings.ood_method,
+        embeddings,
+        references["label"].to_numpy(),
+        [val_embeddings[item] for item in _by_media(rows["val"]).values()],
+        list(media_stats(train).values()),
+        accept=model_settings.ood_accept,
+    )
+    accepted = float(np.mean(val_scores <= distribution.threshold)) if len(val_scores) else float("nan")
+    return distribution, accepted
+
+
+def _media_verdicts(
+    rows: pd.DataFrame,
+    probs: np.ndarray,
+    embeddings: np.ndarray,
+    rule: str,
+    calibration: Calibration,
+    distribution: TrainingDistribution,
+) -> dict[str, float]:
+    """Coverage and accuracy of whole-media verdicts on a labelled split, with and without abstention."""
+    items, stats = _by_media(rows), media_stats(rows)
+    labels = rows["label"].to_numpy()[[item[0] for item in items.values()]]
+    decisions = [
+        decide(aggregate(probs[item], rule), calibration, distribution.assess(embeddings[item], stats[content_id]))
+        for content_id, item in items.items()
+    ]
+    with_abstention = selective_metrics(labels, [d.verdict for d in decisions])
+    without = selective_metrics(labels, [d.model_verdict for d in decisions])
+    outside = float(np.mean([d.reason == OUTSIDE for d in decisions])) if decisions else float("nan")
+    return {**with_abstention, "ood_rate": outside, **{f"{k}_without_abstention": v for k, v in without.items()
+                                                       if k != "media"}}  # fmt: skip
 
 
 def _promote_if_better(

@@ -6,6 +6,7 @@ Airflow UI's iframe.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
@@ -19,12 +20,14 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from pipeline.intake import UploadError, accept_upload
 from pipeline.settings import Settings
-from pipeline.store import ResultStore
+from pipeline.store import EVIDENCE_IMAGES, ResultStore
+from pipeline.verdicts import OUTSIDE
 from pipeline.web.plots import frame_score_plot
 
 TEMPLATES = Jinja2Templates(directory=Path(__file__).parent / "templates")
 BANDS = ("real", "uncertain", "fake")
 Band = Annotated[str | None, Query(pattern="^(real|uncertain|fake)?$", description="Only this verdict band.")]
+Outside = Annotated[bool, Query(description="Only verdicts that abstained: outside the training distribution.")]
 
 
 def create_app(
@@ -52,9 +55,17 @@ def create_app(
             return RedirectResponse(login_url(str(request.url.path)), status_code=status.HTTP_303_SEE_OTHER)
         return JSONResponse({"detail": error.detail}, status_code=error.status_code, headers=error.headers)
 
-    def _summaries(band: str | None, model_version: str | None, limit: int) -> list[dict]:
-        rows = store().list_verdicts(limit=limit, verdict=band or None, model_version=model_version or None)
+    def _summaries(band: str | None, model_version: str | None, limit: int, outside: bool) -> list[dict]:
+        rows = store().list_verdicts(
+            limit=limit, verdict=band or None, model_version=model_version or None, reason=OUTSIDE if outside else None
+        )
         return [summary(row) for row in rows]
+
+    def _card(run_id: str) -> dict:
+        run = store().training_run(run_id)
+        if run is None or not run.get("card"):
+            raise HTTPException(status.HTTP_404_NOT_FOUND, f"no model card for run {run_id}")
+        return run["card"]
 
     def _detail(content_id: str) -> dict:
         document = store().find_verdict_by_prefix(content_id)
@@ -64,15 +75,20 @@ def create_app(
 
     @app.get("/", response_class=HTMLResponse, name="list_page")
     def list_page(
-        request: Request, band: Band = None, model_version: str | None = None, limit: int = Query(50, ge=1, le=500)
+        request: Request,
+        band: Band = None,
+        model_version: str | None = None,
+        limit: int = Query(50, ge=1, le=500),
+        outside: Outside = False,
     ) -> Response:
         return TEMPLATES.TemplateResponse(
             request,
             "list.html",
             {
-                "rows": _summaries(band, model_version, limit),
+                "rows": _summaries(band, model_version, limit, outside),
                 "bands": BANDS,
                 "band": band or "",
+                "outside": outside,
                 "versions": store().model_versions(),
                 "model_version": model_version or "",
                 "uploaded": request.query_params.get("uploaded"),
@@ -85,18 +101,37 @@ def create_app(
     def detail_page(request: Request, content_id: str) -> Response:
         document = _detail(content_id)
         run_id = document.get("model", {}).get("run_id")
+        run = store().training_run(run_id) if run_id else None
         return TEMPLATES.TemplateResponse(
             request,
             "detail.html",
-            {"v": summary(document), "doc": document, "run_url": run_url(run_id) if run_id else None},
+            {
+                "v": summary(document),
+                "doc": document,
+                "run_url": run_url(run_id) if run_id else None,
+                "has_card": bool(run and run.get("card")),
+                "outside": OUTSIDE,
+            },
         )
+
+    def _evidence(content_id: str, index: int, image: str) -> Response:
+        jpeg = store().evidence_jpeg(content_id, index, image=image)
+        if jpeg is None:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, f"no stored {image} of frame {index} for {content_id}")
+        return Response(bytes(jpeg), media_type="image/jpeg", headers={"Cache-Control": "private, max-age=86400"})
 
     @app.get("/media/{content_id}/frames/{index}.jpg", name="evidence_frame")
     def evidence_frame(content_id: str, index: int) -> Response:
-        jpeg = store().evidence_jpeg(content_id, index)
-        if jpeg is None:
-            raise HTTPException(status.HTTP_404_NOT_FOUND, f"no stored frame {index} for {content_id}")
-        return Response(bytes(jpeg), media_type="image/jpeg", headers={"Cache-Control": "private, max-age=86400"})
+        return _evidence(content_id, index, "jpeg")
+
+    @app.get("/media/{content_id}/frames/{index}/gradcam.jpg", name="evidence_gradcam")
+    def evidence_gradcam(content_id: str, index: int) -> Response:
+        """The frame with its Grad-CAM heatmap over it (kept for fake and uncertain verdicts)."""
+        return _evidence(content_id, index, "gradcam_jpeg")
+
+    @app.get("/models/{run_id}/card", response_class=HTMLResponse, name="card_page")
+    def card_page(request: Request, run_id: str) -> Response:
+        return TEMPLATES.TemplateResponse(request, "card.html", {"card": _card(run_id)})
 
     @app.get("/media/{content_id}/scores.png", name="score_plot")
     def score_plot(content_id: str) -> Response:
@@ -114,10 +149,18 @@ def create_app(
 
     @app.get("/api/verdicts")
     def api_verdicts(
-        band: Band = None, model_version: str | None = None, limit: int = Query(50, ge=1, le=500)
+        band: Band = None,
+        model_version: str | None = None,
+        limit: int = Query(50, ge=1, le=500),
+        outside: Outside = False,
     ) -> list[dict]:
         """Most recent verdicts first, without per-frame scores."""
-        return _summaries(band, model_version, limit)
+        return _summaries(band, model_version, limit, outside)
+
+    @app.get("/api/models/{run_id}/card")
+    def api_card(run_id: str) -> dict:
+        """The model card of the training run that made a model version."""
+        return jsonable(_card(run_id))
 
     @app.get("/api/verdicts/{content_id}")
     def api_verdict(content_id: str) -> dict:
@@ -148,7 +191,11 @@ def summary(document: dict) -> dict:
             "kind": document.get("kind"),
             "status": document.get("status"),
             "verdict": document.get("verdict"),
+            "basis": document.get("basis"),
+            "model_verdict": document.get("model_verdict"),
             "probability": document.get("probability"),
+            "ood_score": document.get("ood_score"),
+            "outside": document.get("reason") == OUTSIDE,
             "reason": document.get("reason"),
             "model_name": model.get("name"),
             "model_version": model.get("version"),
@@ -161,11 +208,11 @@ def summary(document: dict) -> dict:
 def jsonable(value: Any) -> Any:
     """Datetimes as ISO strings and binary evidence left out, recursively."""
     if isinstance(value, dict):
-        return {k: jsonable(v) for k, v in value.items() if k != "jpeg"}
+        return {k: jsonable(v) for k, v in value.items() if k not in EVIDENCE_IMAGES}
     if isinstance(value, list):
         return [jsonable(v) for v in value]
     if isinstance(value, datetime):
         return value.isoformat()
-    if isinstance(value, bytes):
-        return None
+    if isinstance(value, bytes) or (isinstance(value, float) and not math.isfinite(value)):
+        return None  # JSON has no NaN or infinity (an undefined metric, an unbounded threshold)
     return value

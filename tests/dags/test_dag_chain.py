@@ -74,3 +74,7 @@ def test_dag_chain_end_to_end(settings, mongo_uri, synthetic_source, tmp_path):
     assert len(verdicts) == len(dropped)
     assert {v["model"]["run_id"] for v in verdicts} == {training["_id"]}
     assert sum(v["status"] == "scored" for v in verdicts) == len(dropped) - 1  # notes.mp4 is not media
+    scored = [v for v in verdicts if v["status"] == "scored"]
+    assert all(v["ood"]["threshold"] == training["ood"]["threshold"] and v["ood_score"] is not None for v in scored)
+    assert all(v["provenance"]["c2pa"]["state"] == "absent" and v["basis"] == "model" for v in scored)
+    assert training["card"]["model"]["version"] == training["model"]["version"]

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline.media.sniff import sniff_kind
+from pipeline.media.sniff import sniff_format, sniff_kind
 
 
 def _image_bytes(fmt: str) -> bytes:
@@ -16,13 +16,15 @@ def _image_bytes(fmt: str) -> bytes:
 @pytest.mark.parametrize("fmt", ["JPEG", "PNG", "GIF", "BMP", "TIFF", "WEBP"])
 def test_images_are_recognised_by_content(fmt):
     assert sniff_kind(_image_bytes(fmt)[:32]) == "image"
+    assert sniff_format(_image_bytes(fmt)[:32]) == fmt.lower()
 
 
 def test_real_video_containers(clip, make_clip):
     avi = make_clip("x.avi", "-i", str(clip))
     mkv = make_clip("x.mkv", "-i", str(clip))
-    for path in (clip, avi, mkv):
+    for path, container in ((clip, "iso-bmff"), (avi, "avi"), (mkv, "matroska")):
         assert sniff_kind(path.read_bytes()[:32]) == "video", path
+        assert sniff_format(path.read_bytes()[:32]) == container
 
 
 def test_text_and_audio_only_are_not_media(make_clip):

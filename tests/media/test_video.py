@@ -1,14 +1,18 @@
 import pytest
 
 from pipeline.media.images import MediaError
+from pipeline.media.stats import video_stats
 from pipeline.media.video import extract_frames, extract_frames_from, probe
 
 
-def test_probe_reads_duration_rate_and_size(clip):
+def test_probe_reads_duration_rate_size_codec_and_bitrate(clip, make_clip):
     info = probe(str(clip), timeout_s=30)
     assert info.duration_s == pytest.approx(2.0, abs=0.05)
     assert info.fps == pytest.approx(10)
-    assert (info.width, info.height, info.rotation) == (64, 48, 0)
+    assert (info.width, info.height, info.rotation, info.codec) == (64, 48, 0, "h264")
+    assert info.bitrate_kbps == pytest.approx(clip.stat().st_size * 8 / 1000 / info.duration_s, rel=0.2)
+    assert video_stats(info).bits_per_pixel == pytest.approx(info.bitrate_kbps * 1000 / (64 * 48 * 10), rel=1e-3)
+    assert probe(str(make_clip("x.avi", "-i", str(clip), "-c:v", "mpeg4")), timeout_s=30).codec == "mpeg4"
 
 
 def test_uniform_frames_sit_at_slice_centres(clip):

@@ -134,6 +134,17 @@ def test_a_user_logs_in_reviews_verdicts_and_uploads(airflow_ui, scored_verdicts
             assert image.evaluate("img => img.complete && img.naturalWidth > 0"), image.get_attribute("src")
         page.screenshot(path=ARTIFACTS / "detections-detail.png", full_page=True)
 
+        page.goto(f"{base}/detections/?outside=true")  # the abstentions: the rendered chart
+        page.get_by_role("link", name="chart.jpg").click()
+        expect(page.locator("#outside-badge")).to_be_visible()
+        expect(page.locator("#why")).to_contain_text("outside its training distribution")
+        page.wait_for_load_state("load")
+        overlays = page.locator("img.gradcam")
+        expect(overlays).to_have_count(1)  # an image has one frame
+        for image in page.locator("img").all():
+            assert image.evaluate("img => img.complete && img.naturalWidth > 0"), image.get_attribute("src")
+        page.screenshot(path=ARTIFACTS / "detections-abstention.png", full_page=True)
+
         page.goto(f"{base}/detections/")
         page.locator("#upload input[type=file]").set_input_files(str(upload))
         page.locator("#upload button").click()

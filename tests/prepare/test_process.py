@@ -49,3 +49,31 @@ def test_a_stored_frame_is_the_rgb_square_encoded(tmp_path, policy, shape):
     settings = PrepareSettings(frame_size=64, resize_policy=policy)
     result = process_item(SourceItem(str(source), 0), settings, tmp_path / "frames")
     assert Path(result.frames[0].path).read_bytes() == encode_jpeg(resize_to_square(rgb, 64, policy))
+
+
+def test_training_frames_never_carry_metadata(tmp_path, c2pa_sign):
+    """Prepare stores decoded pixels only: files that differ only in provenance metadata give identical frames."""
+    import io
+
+    from PIL import PngImagePlugin
+
+    from pipeline.prepare.dataset import assemble_dataset
+
+    rgb = np.ascontiguousarray(photo("astronaut")[:120, :160])
+    buffer = io.BytesIO()
+    Image.fromarray(rgb).save(buffer, "PNG")
+    plain = buffer.getvalue()
+    info = PngImagePlugin.PngInfo()
+    info.add_text("parameters", "Steps: 20, Sampler: Euler a, Model: sd15")
+    buffer = io.BytesIO()
+    Image.fromarray(rgb).save(buffer, "PNG", pnginfo=info)
+    variants = {"plain.png": plain, "generator.png": buffer.getvalue(), "signed.png": c2pa_sign(plain, "image/png")}
+    settings = PrepareSettings(frame_size=64)
+    results = []
+    for name, data in variants.items():
+        (tmp_path / name).write_bytes(data)
+        results.append(process_item(SourceItem(str(tmp_path / name), 1), settings, tmp_path / "frames"))
+    assert len({r.content_id for r in results}) == 3  # three different files
+    assert len({Path(r.frames[0].path).read_bytes() for r in results}) == 1  # one picture
+    manifest = assemble_dataset(results, [], settings, tmp_path / "datasets").manifest
+    assert not {"provenance", "c2pa", "generator", "parameters"} & set(manifest.columns)

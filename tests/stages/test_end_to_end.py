@@ -45,13 +45,24 @@ def test_training_is_tracked_registered_and_recorded(world):
         "calibration_temperature",
         "val_media_auc_mean",
         "val_media_auc_topk_mean",
+        "val_media_ood_accepted",
+        "calibration_ood_threshold",
+        "test_media_coverage",
+        "test_media_confident_accuracy_without_abstention",
     } <= set(run.data.metrics)
+    assert run.data.metrics["val_media_ood_accepted"] >= settings.model.ood_accept
     artifacts = {a.path for a in mlflow.MlflowClient().list_artifacts(run.info.run_id, "plots")}
     assert {"plots/roc_curve.png", "plots/reliability.png", "plots/confusion_matrix.png"} <= artifacts
+    top_level = {a.path for a in mlflow.MlflowClient().list_artifacts(run.info.run_id)}
+    assert {"model_card.md", "model_card.json", "calibration.json"} <= top_level
     assert run.data.tags["dataset_id"] == trained["dataset_id"]
     champion = tracking.champion(settings)
     assert champion is not None and champion.version == trained["model"]["version"] and trained["promoted"]
     assert store.db[TRAINING_RUNS].find_one({"_id": trained["_id"]})["metrics"]["n"] > 0
+    bundle = score.load_champion(settings).bundle
+    assert (bundle.folder / "ood.npz").exists() and bundle.distribution.threshold == trained["ood"]["threshold"]
+    assert set(bundle.distribution.profile.kinds) == {"image", "video"}  # the synthetic set has both
+    assert 0 <= trained["trust"]["coverage"] <= 1 and trained["trust"]["media"] > 0
 
 
 def test_scoring_writes_one_verdict_per_item_with_lineage(world):
@@ -67,6 +78,11 @@ def test_scoring_writes_one_verdict_per_item_with_lineage(world):
     assert video["model"]["runtime"] == "onnxruntime"
     assert video["aggregation"] == trained["aggregation"] in ("mean", "topk_mean", "confident")
     assert 0 <= video["probability"] <= 1 and video["bands"]["real_below"] <= video["bands"]["fake_from"]
+    assert video["input"] == {**video["input"], "kind": "video", "codec": "h264", "width": 192, "height": 192}
+    assert video["ood"]["method"] == "knn" and video["ood_score"] == video["ood"]["score"]
+    assert all(frame["ood_score"] is not None for frame in video["frames"])
+    assert video["provenance"]["c2pa"] == {"state": "absent"} and video["basis"] == "model"
+    assert video["explained"] == (video["verdict"] in ("fake", "uncertain"))
     bad = next(r for r in results if r["uri"].endswith("notes.mp4"))
     assert bad["status"] == "failed" and "not an image or video" in bad["reason"]
 
@@ -85,7 +101,7 @@ def test_cli_scores_lists_and_shows_verdicts(world, mongo_uri, tmp_path):
     get_settings.cache_clear()
     store = world.store
     store.db[VERDICTS].delete_many({})
-    image = drop_incoming(tmp_path / "elsewhere")[-2]  # chelsea-fake.jpg
+    image = next(p for p in drop_incoming(tmp_path / "elsewhere") if p.name == "chelsea-fake.jpg")
     runner = CliRunner()
     scored = runner.invoke(app, ["score", str(image)])
     assert scored.exit_code == 0, scored.output
@@ -95,6 +111,62 @@ def test_cli_scores_lists_and_shows_verdicts(world, mongo_uri, tmp_path):
     content_id = store.list_verdicts()[0]["_id"]
     shown = runner.invoke(app, ["verdicts", "show", content_id[:10]])
     assert shown.exit_code == 0 and '"frames"' in shown.output and content_id in shown.output
+    assert '"ood"' in shown.output and '"provenance"' in shown.output
+    assert runner.invoke(app, ["verdicts", "list", "--outside"]).exit_code == 0
+    wrong = runner.invoke(app, ["verdicts", "list", "--band", "Fake"])
+    assert wrong.exit_code == 2 and "real" in wrong.output and "uncertain" in wrong.output
+
+
+def test_provenance_that_declares_ai_decides_and_a_stripped_copy_falls_back_to_the_model(world, c2pa_sign, tmp_path):
+    from PIL import Image, PngImagePlugin
+
+    original = next(p for p in drop_incoming(tmp_path / "drop", seed=21) if p.name == "chelsea-real.jpg")
+    signed = tmp_path / "signed.jpg"
+    signed.write_bytes(c2pa_sign(original.read_bytes(), "image/jpeg"))
+    info = PngImagePlugin.PngInfo()
+    info.add_text("parameters", "a cat\nSteps: 30, Sampler: DPM++ 2M, CFG scale: 7, Model: sdxl")
+    Image.open(original).save(tmp_path / "webui.png", pnginfo=info)
+    loaded = score.load_champion(world.settings)
+    verdicts = {
+        path.name: world.store.find_verdict(
+            score.score_uri(str(path), loaded, world.settings, world.store)["content_id"]
+        )
+        for path in (original, signed, tmp_path / "webui.png")
+    }
+    assert verdicts["chelsea-real.jpg"]["basis"] == "model"
+    for name in ("signed.jpg", "webui.png"):
+        declared = verdicts[name]
+        assert (declared["verdict"], declared["basis"]) == ("fake", "provenance"), declared["reason"]
+        assert declared["provenance"]["declares_ai"] and 0 <= declared["probability"] <= 1  # the model's score kept
+        assert declared["model_verdict"] in ("real", "uncertain", "fake")
+    assert "C2PA manifest signed by mediacheck test signer" in verdicts["signed.jpg"]["reason"]
+    assert verdicts["signed.jpg"]["provenance"]["c2pa"]["state"] == "valid"
+    assert "Stable Diffusion web UI" in verdicts["webui.png"]["reason"]
+
+
+def test_every_model_has_a_card_in_mlflow_mongodb_the_cli_and_the_detections_view(world, mongo_uri):
+    from fastapi.testclient import TestClient
+
+    from pipeline.web.app import create_app
+
+    card = world.trained["card"]
+    assert card["model"]["version"] == world.trained["model"]["version"]
+    assert card["training_data"]["media"]["train"]["real"]["image"] > 0
+    assert card["abstention"]["threshold"] == world.trained["ood"]["threshold"]
+    assert any("not solved" in limit for limit in card["limits"])
+    assert any("do not name the generators" in limit for limit in card["limits"])  # the synthetic labels.csv has none
+    world.monkeypatch.setenv("MONGO_URI", mongo_uri)
+    world.monkeypatch.setenv("MEDIACHECK_MONGO__DATABASE", world.store.db.name)
+    get_settings.cache_clear()
+    printed = CliRunner().invoke(app, ["card"])
+    assert printed.exit_code == 0, printed.output
+    assert f"# Model card: mediacheck-detector v{card['model']['version']}" in printed.output
+    assert "## Known limits" in printed.output
+    client = TestClient(create_app(settings=lambda: world.settings, store=lambda: world.store))
+    page = client.get(f"/models/{world.trained['_id']}/card")
+    assert page.status_code == 200 and 'id="limits"' in page.text and "Test coverage" in page.text
+    assert client.get(f"/api/models/{world.trained['_id']}/card").json()["model"] == card["model"]
+    assert client.get("/models/unknown-run/card").status_code == 404
 
 
 def test_scoring_from_an_s3_bucket(world, s3_bucket, tmp_path):

@@ -32,3 +32,17 @@ def test_a_scored_image_reaches_the_model_as_the_training_pipeline_read_it(tmp_p
 
     assert served.shape == trained_on.shape == (128, 128, 3)
     np.testing.assert_array_equal(served, trained_on)
+
+
+@pytest.mark.slow
+def test_a_bundle_from_before_out_of_distribution_checks_still_scores(scored_verdicts):
+    from pipeline.media.sniff import sniff_kind
+    from pipeline.stages.score import score_content
+
+    fitted = scored_verdicts.bundle
+    older = ModelBundle(fitted.folder, fitted.calibration, {k: v for k, v in fitted.metadata.items() if k != "ood"})
+    data = next(p for p in scored_verdicts.dropped if p.name == "chart.jpg").read_bytes()
+    document, outputs = score_content("chart.jpg", data, sniff_kind(data), older, scored_verdicts.settings, {})
+    assert older.distribution is None and document["ood"] is None and document["ood_score"] is None
+    assert document["reason"] != "outside the training distribution" and "embedding" in outputs
+    assert document["verdict"] == document["model_verdict"] == older.calibration.verdict(document["probability"])

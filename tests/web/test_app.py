@@ -64,6 +64,42 @@ def test_detail_page_has_plot_evidence_and_lineage(client, scored_verdicts):
     assert client.get(f"/media/{video['content_id']}/frames/999.jpg").status_code == 404
 
 
+def _named(scored_verdicts, name):
+    return next(r for r in scored_verdicts.results if r["uri"].endswith(name))
+
+
+def test_abstentions_are_badged_filtered_and_explained(client, scored_verdicts):
+    chart = _named(scored_verdicts, "chart.jpg")  # a rendered chart: unlike the photographs the checks were fitted on
+    assert chart["verdict"] == "uncertain" and chart["reason"] == "outside the training distribution"
+    listing = client.get("/").text
+    assert listing.count("outside training data</span>") == 1
+    only = client.get("/api/verdicts", params={"outside": "true"}).json()
+    assert [row["content_id"] for row in only] == [chart["content_id"]] and only[0]["outside"] is True
+    assert "chart.jpg" in client.get("/", params={"outside": "true"}).text
+    page = client.get(f"/media/{chart['content_id']}/").text
+    assert 'id="outside-badge"' in page and "The model abstained" in page and "features: knn score" in page
+    detail = client.get(f"/api/verdicts/{chart['content_id']}").json()
+    assert detail["ood"]["outside"] and detail["ood_score"] > detail["ood"]["threshold"]
+    assert detail["model_verdict"] in ("real", "uncertain", "fake") and detail["basis"] == "model"
+    assert all(frame["ood_score"] is not None for frame in detail["frames"])
+    assert detail["provenance"]["c2pa"] == {"state": "absent"} and detail["input"]["codec"] == "jpeg"
+
+
+def test_fake_and_uncertain_verdicts_show_grad_cam_beside_their_frames(client, scored_verdicts):
+    for result in scored_verdicts.results:
+        if result["status"] != "scored":
+            continue
+        detail = client.get(f"/api/verdicts/{result['content_id']}").json()
+        index = detail["evidence"][0]["index"]
+        overlay = client.get(f"/media/{result['content_id']}/frames/{index}/gradcam.jpg")
+        page = client.get(f"/media/{result['content_id']}/").text
+        if result["verdict"] in ("fake", "uncertain"):
+            assert detail["explained"] and overlay.status_code == 200 and overlay.content[:3] == b"\xff\xd8\xff"
+            assert f"frames/{index}/gradcam.jpg" in page and "Grad-CAM" in page
+        else:
+            assert not detail["explained"] and overlay.status_code == 404 and "gradcam.jpg" not in page
+
+
 def test_api_upload_puts_media_into_the_bucket_and_refuses_the_rest(client, scored_verdicts, tmp_path):
     clip = scored_verdicts.dropped[0].read_bytes()
     if len(clip) > 1024 * 1024:
