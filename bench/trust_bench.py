@@ -48,7 +48,7 @@ from pipeline.model.bundle import ModelBundle, load_bundle
 from pipeline.model.calibration import with_band_edges
 from pipeline.model.onnx_export import EMBEDDING, LOGIT
 from pipeline.model.ood import KnnDistance, media_score
-from pipeline.services import embedded_mongo
+from pipeline.services import mongo_uri
 from pipeline.settings import PROJECT_ROOT, Settings, load_settings
 from pipeline.stages import prepare, score, train
 from pipeline.store import ResultStore
@@ -95,8 +95,8 @@ def main() -> None:
     if not SHARED.is_dir():
         sys.exit(f"the shared datasets are not at {SHARED}")
     args.work.mkdir(parents=True, exist_ok=True)
-    with embedded_mongo(args.work / "mongo") as mongo_uri:
-        worlds = {name: world(name, args, mongo_uri) for name in CONFIGS}
+    with mongo_uri(None, args.work / "mongo") as store_uri:  # reuses a server already running on that store
+        worlds = {name: world(name, args, store_uri) for name in CONFIGS}
         sets = media_sets(args.work, worlds)
         results = {
             name: run_set(worlds[model], media, distribution) for name, (model, distribution, media) in sets.items()
@@ -128,12 +128,12 @@ def _finite(value):
 
 
 # -- models ------------------------------------------------------------------------------------------
-def world(name: str, args: argparse.Namespace, mongo_uri: str) -> World:
+def world(name: str, args: argparse.Namespace, store_uri: str) -> World:
     """The kept model of this name, or a new one trained by the product's prepare and train stages."""
     os.environ["MEDIACHECK_CONFIG"] = str(CONFIGS[name])
     root = args.work / name
     settings = load_settings(storage={"root": root / "data", "incoming_uri": (root / "incoming").as_uri()})
-    store = ResultStore.from_uri(mongo_uri, database=f"trust_{name}")
+    store = ResultStore.from_uri(store_uri, database=f"trust_{name}")
     trained_s = None
     # Decided before MLflow opens its database: removing an open SQLite store leaves it read-only.
     kept = (root / "data" / "mlflow.db").exists() and store.latest_dataset() is not None
@@ -227,7 +227,8 @@ def describe(found: World) -> dict:
         "config": CONFIGS[found.name].name,
         "version": found.ref.version,
         "dataset_id": found.dataset["_id"],
-        "trained_s": found.trained_s,
+        "trained_now": found.trained_s is not None,
+        "train_stage_s": round(run.get("seconds", {}).get("total", float("nan")), 1),
         "test_frame_metrics": {k: run.get("metrics", {}).get(k) for k in ("accuracy", "roc_auc", "n")},
         "test_media": run.get("trust"),
         "calibration": bundle.calibration.to_dict(),
