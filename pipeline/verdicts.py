@@ -9,7 +9,7 @@ beside the verdict, so nothing the model said is lost.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -32,12 +32,7 @@ class Decision:
     model_verdict: str  # the band the model's score alone falls in
 
     def to_dict(self) -> dict:
-        return {
-            "verdict": self.verdict,
-            "basis": self.basis,
-            "reason": self.reason,
-            "model_verdict": self.model_verdict,
-        }
+        return asdict(self)
 
 
 def decide(

@@ -165,7 +165,9 @@ def _image_metadata(data: bytes) -> tuple[list[str], dict | None]:
     generator = []
     try:
         with Image.open(io.BytesIO(data)) as image:
-            text = getattr(image, "text", None) or {}  # PNG tEXt/iTXt/zTXt chunks
+            # PNG tEXt/iTXt/zTXt chunks ahead of the image data, where generators write them; Pillow's
+            # ``text`` would decode the whole image a second time to look for chunks after it.
+            text = image.info if image.format == "PNG" else {}
             exif = image.getexif()
             details = exif.get_ifd(_EXIF_IFD)
     except Exception:  # Pillow raises many types for malformed metadata; the pixels were already decoded

@@ -18,7 +18,15 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from pipeline.model.calibration import Calibration
-from pipeline.model.onnx_export import LOGIT, SERVED_OUTPUTS, OnnxExportError, OnnxSession, export_onnx, keras_outputs
+from pipeline.model.onnx_export import (
+    LOGIT,
+    SERVED_OUTPUTS,
+    OnnxExportError,
+    OnnxSession,
+    concatenated,
+    export_onnx,
+    keras_outputs,
+)
 from pipeline.model.ood import TrainingDistribution
 
 if TYPE_CHECKING:
@@ -69,11 +77,11 @@ class ModelBundle:
         """The served outputs (those this model has) for a stack of 0-255 RGB frames of the bundle's size."""
         predict = self._onnx.run if self.runtime == "onnxruntime" else partial(keras_outputs, self.keras_model)
         batches = [predict(frames[i : i + batch_size], outputs) for i in range(0, len(frames), batch_size)]
-        return {name: np.concatenate([batch[name] for batch in batches]) for name in (batches[0] if batches else ())}
+        return concatenated(batches, outputs)
 
     def logits(self, frames: np.ndarray, *, batch_size: int = 32) -> np.ndarray:
         """Raw logits for a stack of 0-255 RGB frames of the bundle's frame size."""
-        return self.infer(frames, batch_size=batch_size, outputs=(LOGIT,)).get(LOGIT, np.zeros(0))
+        return self.infer(frames, batch_size=batch_size, outputs=(LOGIT,))[LOGIT]
 
     def probabilities(self, frames: np.ndarray, *, batch_size: int = 32) -> np.ndarray:
         return self.calibration.probability(self.logits(frames, batch_size=batch_size))

@@ -85,6 +85,13 @@ class OnnxSession:
         return {name: _shaped(name, value) for name, value in zip(wanted, values, strict=True)}
 
 
+def concatenated(batches: list[dict[str, np.ndarray]], names: Sequence[str]) -> dict[str, np.ndarray]:
+    """Per-batch outputs joined into one array per output (empty arrays when there was no batch)."""
+    if not batches:
+        return {name: np.zeros(0) for name in names}
+    return {name: np.concatenate([batch[name] for batch in batches]) for name in batches[0]}
+
+
 def _shaped(name: str, value: np.ndarray) -> np.ndarray:
     """One logit per frame, one map per frame; embeddings as they are."""
     if name == LOGIT:

@@ -19,7 +19,7 @@ from pipeline.model.calibration import Calibration, fit_calibration, with_band_e
 from pipeline.model.card import model_card, render_card
 from pipeline.model.data import frame_dataset
 from pipeline.model.evaluate import binary_metrics, save_plots
-from pipeline.model.onnx_export import EMBEDDING, LOGIT, keras_outputs
+from pipeline.model.onnx_export import EMBEDDING, LOGIT, concatenated, keras_outputs
 from pipeline.model.ood import TrainingDistribution, fit_distribution
 from pipeline.model.train import HEAD, train_two_phase
 from pipeline.settings import ModelSettings, Settings
@@ -54,7 +54,7 @@ def split_outputs(
     else:
         predict = partial(keras_outputs, predictor, names=names)
     batches = [predict(np.asarray(x)) for x, _ in frame_dataset(rows, batch_size=batch_size, training=False, seed=0)]
-    return {name: np.concatenate([batch[name] for batch in batches]) for name in (batches[0] if batches else ())}
+    return concatenated(batches, names)
 
 
 def split_logits(
@@ -62,7 +62,7 @@ def split_logits(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Logits and labels for one split."""
     rows = manifest[manifest["split"] == split]
-    return split_outputs(predictor, rows, batch_size).get(LOGIT, np.zeros(0)), rows["label"].to_numpy()
+    return split_outputs(predictor, rows, batch_size)[LOGIT], rows["label"].to_numpy()
 
 
 def run(settings: Settings, store: ResultStore, *, dataset_id: str | None = None) -> dict:
