@@ -8,12 +8,14 @@ model cannot learn file format or size instead of content.
 from __future__ import annotations
 
 import io
+import math
 import warnings
+from collections.abc import Iterator
 from typing import Literal
 
 import cv2
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image, ImageFile, ImageOps
 
 from pipeline.settings import ResizePolicy
 
@@ -33,20 +35,26 @@ def decode_image(data: bytes) -> tuple[np.ndarray, list[str]]:
     """Return an RGB uint8 array and the normalisation steps applied (for the record)."""
     if not data:
         raise MediaError("empty file (0 bytes)")
+    if short := _short_jpeg_scan(data):
+        raise MediaError(short)
     if is_plain_jpeg(data):
         bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
         if bgr is not None:
             return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), []
     steps: list[str] = []
     Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS
+    ImageFile.LOAD_TRUNCATED_IMAGES = False  # a truncated file is refused, never padded with grey
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             image = Image.open(io.BytesIO(data))
             if image.width * image.height > MAX_IMAGE_PIXELS:
                 raise MediaError(f"image too large ({image.width}x{image.height}): possible decompression bomb")
-            if getattr(image, "n_frames", 1) > 1:
-                raise MediaError(f"animated image ({image.n_frames} frames); score it as a video instead")
+            if getattr(image, "is_animated", False):
+                raise MediaError(
+                    f"animated image ({image.n_frames} frames) given to the still-image decoder: classify files "
+                    "with sniff_path_kind, which makes animations videos for extract_frames"
+                )
             image.load()
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
         raise MediaError(f"decompression bomb refused: {error}") from None
@@ -74,21 +82,62 @@ def is_plain_jpeg(data: bytes) -> bool:
     """
     if not (data.startswith(b"\xff\xd8") and data.endswith(b"\xff\xd9")):
         return False
-    position = 2
-    while position + 10 <= len(data) and data[position] == 0xFF:
-        marker = data[position + 1]
-        if marker == 0xFF:  # a fill byte before the marker
-            position += 1
-            continue
+    for marker, position in _jpeg_segments(data):
         if marker in _REFUSED_MARKERS or marker == _START_OF_SCAN:
             return False
         if marker in _FRAME_MARKERS:
+            if position + 10 > len(data):
+                return False
             precision, components = data[position + 4], data[position + 9]
             height = int.from_bytes(data[position + 5 : position + 7], "big")
             width = int.from_bytes(data[position + 7 : position + 9], "big")
             return precision == 8 and components == 3 and 0 < width * height <= MAX_IMAGE_PIXELS
-        position += 2 + int.from_bytes(data[position + 2 : position + 4], "big")
     return False
+
+
+def _jpeg_segments(data: bytes) -> Iterator[tuple[int, int]]:
+    """(marker, offset) of each marker segment of a JPEG, from the start up to its first scan."""
+    position = 2
+    while position + 4 <= len(data) and data[position] == 0xFF:
+        marker = data[position + 1]
+        if marker == 0xFF:  # a fill byte before the marker
+            position += 1
+            continue
+        yield marker, position
+        if marker == _START_OF_SCAN:
+            return
+        position += 2 + int.from_bytes(data[position + 2 : position + 4], "big")
+
+
+def _short_jpeg_scan(data: bytes) -> str | None:
+    """Why a Huffman-coded JPEG is too short for the size it declares, or None.
+
+    Every block of the first scan takes at least one bit of Huffman code, so a file needs at
+    least one byte per 8 MCUs after its first scan header. Decoders pad what is missing with
+    grey and report success, so a few hundred bytes claiming 8000x8000 would otherwise decode.
+    """
+    if not data.startswith(b"\xff\xd8"):
+        return None
+    frame = None
+    for marker, position in _jpeg_segments(data):
+        if marker in _FRAME_MARKERS:
+            frame = position
+        elif marker == _START_OF_SCAN and frame is not None:
+            height = int.from_bytes(data[frame + 5 : frame + 7], "big")
+            width = int.from_bytes(data[frame + 7 : frame + 9], "big")
+            factors = data[frame + 11 : frame + 10 + 3 * data[frame + 9] : 3]  # (H << 4 | V) per component
+            h_max, v_max = max((f >> 4 for f in factors), default=0), max((f & 15 for f in factors), default=0)
+            if not (width and height and h_max and v_max):
+                return None  # malformed or height defined later (DNL): left to the decoder
+            mcus = math.ceil(width / (8 * h_max)) * math.ceil(height / (8 * v_max))
+            scan_bytes = len(data) - (position + 2 + int.from_bytes(data[position + 2 : position + 4], "big"))
+            if scan_bytes * 8 < mcus:
+                return (
+                    f"truncated or corrupt JPEG: {width}x{height} needs at least {math.ceil(mcus / 8)} bytes "
+                    f"of image data, the file has {max(scan_bytes, 0)}"
+                )
+            return None
+    return None
 
 
 def _to_rgb(image: Image.Image) -> Image.Image:

@@ -19,8 +19,11 @@ from __future__ import annotations
 import io
 import json
 import re
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from functools import cache
+from pathlib import Path
+from typing import BinaryIO
 
 from pipeline.media.sniff import SNIFF_BYTES, sniff_format
 
@@ -32,6 +35,7 @@ GENERATOR_SOFTWARE = re.compile(
 )
 _XMP_START, _XMP_END = b"<x:xmpmeta", b"</x:xmpmeta>"
 _XMP_MAX_BYTES, _XMP_MAX_PACKETS = 1 << 20, 16  # bounded work on hostile files that repeat the opening tag
+_CHUNK_BYTES = 8 << 20  # files are scanned for XMP this much at a time
 _XMP_SOURCE_TYPE = re.compile(rb"DigitalSourceType(?:\s*=\s*\"|>|\s+rdf:resource\s*=\s*\")([^\"<]+)")
 _MIME = {"jpeg": "image/jpeg", "png": "image/png", "webp": "image/webp", "gif": "image/gif", "tiff": "image/tiff",
          "heic": "image/heic", "heif": "image/heif", "avif": "image/avif", "iso-bmff": "video/mp4",
@@ -68,15 +72,39 @@ class Provenance:
         return {**asdict(self), "declares_ai": self.declares_ai, "evidence": self.evidence()}
 
 
-def read_provenance(data: bytes) -> Provenance:
-    """Read every provenance record ``data`` carries; never raises for malformed metadata."""
-    container = sniff_format(data[:SNIFF_BYTES])
-    provenance = Provenance(c2pa=read_c2pa(data, container))
-    provenance.generator = _xmp_source_types(data)
+def read_provenance(source: bytes | Path) -> Provenance:
+    """Read every provenance record in a file's bytes or in a file; never raises for malformed metadata.
+
+    A file is read in chunks, so a long video is never held in memory whole.
+    """
+    if isinstance(source, bytes):
+        return _provenance(source[:SNIFF_BYTES], io.BytesIO(source), [source], image=lambda: source)
+    with source.open("rb") as handle:
+        head = handle.read(SNIFF_BYTES)
+        handle.seek(0)
+        return _provenance(head, handle, _windows(source), image=source.read_bytes)
+
+
+def _provenance(head: bytes, stream: BinaryIO, windows: Iterable[bytes], *, image: Callable[[], bytes]) -> Provenance:
+    container = sniff_format(head)
+    provenance = Provenance(c2pa=read_c2pa(stream, container))
+    provenance.generator = _xmp_source_types(windows)
     if _MIME.get(container, "").startswith("image/"):
-        generator, provenance.camera = _image_metadata(data)
+        generator, provenance.camera = _image_metadata(image())
         provenance.generator += generator
     return provenance
+
+
+def _windows(path: Path) -> Iterator[bytes]:
+    """A file as overlapping chunks, so that a packet across a chunk boundary is still found whole."""
+    with path.open("rb") as handle:
+        window = handle.read(_CHUNK_BYTES + _XMP_MAX_BYTES)
+        while window:
+            yield window
+            more = handle.read(_CHUNK_BYTES)
+            if not more:
+                return
+            window = window[-_XMP_MAX_BYTES:] + more
 
 
 @cache
@@ -87,7 +115,7 @@ def _c2pa_context():
     return c2pa.Context(c2pa.Settings.from_dict({"verify": {"remote_manifest_fetch": False, "ocsp_fetch": False}}))
 
 
-def read_c2pa(data: bytes, container: str) -> dict:
+def read_c2pa(data: bytes | BinaryIO, container: str) -> dict:
     """The active C2PA manifest's claim and validation, as ``state`` ``valid``, ``invalid``,
     ``unverifiable`` (remote or unreadable), ``absent`` or ``unsupported`` plus what it says."""
     import c2pa
@@ -96,7 +124,8 @@ def read_c2pa(data: bytes, container: str) -> dict:
     if mime is None:
         return {"state": "unsupported", "format": container}
     try:
-        reader = c2pa.Reader(mime, io.BytesIO(data), context=_c2pa_context())
+        stream = io.BytesIO(data) if isinstance(data, bytes) else data
+        reader = c2pa.Reader(mime, stream, context=_c2pa_context())
         store = json.loads(reader.json())
     except c2pa.C2paError as error:
         message = str(error)
@@ -142,19 +171,21 @@ def _values_of(node, key: str, *, flatten: bool = False) -> list:
     return [v for v in found if v is not None]
 
 
-def _xmp_source_types(data: bytes) -> list[str]:
+def _xmp_source_types(windows: Iterable[bytes]) -> list[str]:
     """AI digital source types declared in XMP packets (JPEG, PNG, WebP, MP4 and others embed them)."""
-    found, start = set(), data.find(_XMP_START)
-    for _ in range(_XMP_MAX_PACKETS):
-        if start < 0:
-            break
-        end = data.find(_XMP_END, start, start + _XMP_MAX_BYTES)
-        packet = data[start : end if end >= 0 else start + _XMP_MAX_BYTES]
-        start = data.find(_XMP_START, start + len(_XMP_START))
-        for value in _XMP_SOURCE_TYPE.findall(packet):
-            source_type = value.decode("utf-8", "replace").strip().rsplit("/", 1)[-1]
-            if source_type in AI_SOURCE_TYPES:
-                found.add(f"XMP DigitalSourceType declares {source_type}")
+    found = set()
+    for data in windows:
+        start = data.find(_XMP_START)
+        for _ in range(_XMP_MAX_PACKETS):
+            if start < 0:
+                break
+            end = data.find(_XMP_END, start, start + _XMP_MAX_BYTES)
+            packet = data[start : end if end >= 0 else start + _XMP_MAX_BYTES]
+            start = data.find(_XMP_START, start + len(_XMP_START))
+            for value in _XMP_SOURCE_TYPE.findall(packet):
+                source_type = value.decode("utf-8", "replace").strip().rsplit("/", 1)[-1]
+                if source_type in AI_SOURCE_TYPES:
+                    found.add(f"XMP DigitalSourceType declares {source_type}")
     return sorted(found)
 
 

@@ -17,7 +17,6 @@ from pipeline.media.images import (
     is_plain_jpeg,
     resize_to_square,
 )
-from pipeline.media.sniff import sniff_kind
 
 
 def _encode(image: Image.Image, fmt: str, **kwargs) -> bytes:
@@ -88,14 +87,51 @@ def test_decompression_bomb_is_refused():
         decode_image(bomb)
 
 
-@pytest.mark.parametrize("fmt", ["GIF", "WEBP"])
-def test_animated_images_are_refused_with_a_reason(fmt):
+@pytest.mark.parametrize("fmt", ["GIF", "WEBP", "PNG"])
+def test_animated_images_are_left_to_the_video_decoder(fmt):
     frames = [Image.new("RGB", (8, 8), (i * 40, 0, 0)) for i in range(3)]
     buffer = io.BytesIO()
     frames[0].save(buffer, format=fmt, save_all=True, append_images=frames[1:], duration=100)
-    assert sniff_kind(buffer.getvalue()[:32]) == "image"
-    with pytest.raises(MediaError, match="animated image \\(3 frames\\)"):
+    with pytest.raises(MediaError, match="animated image \\(3 frames\\) .* sniff_path_kind"):
         decode_image(buffer.getvalue())
+
+
+def _claiming(size: tuple[int, int], **options) -> bytes:
+    """A complete small JPEG whose frame header is rewritten to claim ``size``: a few hundred bytes."""
+    data = bytearray(_encode(Image.new("RGB", (16, 16), (120, 130, 140)), "JPEG", **options))
+    frame = max(data.find(bytes([0xFF, marker])) for marker in (0xC0, 0xC2))
+    data[frame + 5 : frame + 9] = size[1].to_bytes(2, "big") + size[0].to_bytes(2, "big")
+    return bytes(data)
+
+
+@pytest.mark.parametrize("variant", ["baseline", "progressive", "exif (the Pillow path)"])
+def test_a_tiny_jpeg_claiming_a_huge_size_is_refused(variant):
+    """Probe 4: 690 bytes claiming 8000x8000 decoded (grey padding) and was scored."""
+    exif = Image.Exif()
+    exif[0x0131] = "camera firmware"
+    options = {"baseline": {}, "progressive": {"progressive": True}}.get(variant, {"exif": exif})
+    corrupt = _claiming((8000, 8000), **options)
+    assert len(corrupt) < 1000 and corrupt.endswith(b"\xff\xd9")
+    with pytest.raises(MediaError, match=r"truncated or corrupt JPEG: 8000x8000 needs at least \d+ bytes"):
+        decode_image(corrupt)
+    assert decode_image(_claiming((16, 16), **options))[0].shape == (16, 16, 3)  # the same bytes, honest size
+
+
+@pytest.mark.parametrize("progressive", [False, True])
+def test_large_flat_jpegs_compress_well_yet_pass_the_size_check(progressive):
+    flat = _encode(Image.new("RGB", (3000, 2000), (90, 90, 90)), "JPEG", optimize=True, progressive=progressive)
+    assert decode_image(flat)[0].shape == (2000, 3000, 3)
+
+
+def test_truncated_files_are_refused_even_if_pillow_was_told_to_pad_them(monkeypatch):
+    from PIL import ImageFile
+
+    monkeypatch.setattr(ImageFile, "LOAD_TRUNCATED_IMAGES", True)  # as some libraries set it
+    photo = Image.fromarray(skimage.data.astronaut())
+    for fmt in ("PNG", "JPEG"):
+        data = _encode(photo, fmt)
+        with pytest.raises(MediaError, match="undecodable image"):
+            decode_image(data[: len(data) // 2])
 
 
 def test_jpeg_round_trip_is_close():
