@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -11,11 +11,10 @@ import numpy as np
 import pandas as pd
 
 from pipeline.prepare.process import ItemResult
-from pipeline.prepare.sources import Rejected
-from pipeline.prepare.split import assign_splits
+from pipeline.prepare.sources import LABEL_NAMES, PrepareError, Rejected
+from pipeline.prepare.split import SPLITS, assign_splits
 from pipeline.settings import PrepareSettings
 
-LABEL_NAMES = {0: "real", 1: "fake"}
 LABEL_CONFLICT = "same content under both labels (real and fake)"
 
 
@@ -53,11 +52,17 @@ def assemble_dataset(
     settings: PrepareSettings,
     datasets_dir: Path,
 ) -> Dataset:
-    """Deduplicate by content, group near-duplicates, split by group, balance, write the manifest."""
+    """Deduplicate by content, group near-duplicates, split by group, balance, write the manifest.
+
+    Raises :class:`PrepareError`, before writing anything, when nothing is kept or when a
+    split lacks a class: such a dataset can be neither trained nor evaluated.
+    """
     quarantined = [Quarantined(r.uri, "", r.reason) for r in rejected]
     quarantined += [Quarantined(r.uri, r.content_id, r.reason) for r in results if r.reason]
     kept, duplicates, conflicts = _deduplicate([r for r in results if not r.reason])
     quarantined += conflicts
+    if not kept:
+        raise PrepareError(_nothing_kept(quarantined))
     groups = _group_keys(kept)
     group_labels: dict[str, dict[int, int]] = {}  # plain dicts: a Counter per group cost 5 us each
     hint_votes: dict[str, dict[str, int]] = {}
@@ -76,6 +81,8 @@ def assemble_dataset(
         seed=settings.seed,
     )
     manifest = _manifest(kept, groups, splits, settings)
+    if missing := missing_classes(manifest):
+        raise PrepareError(_split_advice(missing, manifest))
     manifest, class_weight = _balance(manifest, settings)
     manifest_hash = _content_hash(manifest)
     dataset_id = f"ds-{manifest_hash[:12]}"
@@ -94,6 +101,65 @@ def assemble_dataset(
         quarantined,
         duplicates,
     )
+
+
+def missing_classes(manifest: pd.DataFrame) -> list[tuple[str, str]]:
+    """(split, class name) for each class a split lacks: training and evaluation need both in each."""
+    present = set(zip(manifest["split"], manifest["label"], strict=True))
+    return [(split, name) for split in SPLITS for label, name in LABEL_NAMES.items() if (split, label) not in present]
+
+
+def check_trainable(manifest: pd.DataFrame, dataset_id: str, source_uri: str) -> None:
+    """Refuse a recorded dataset that lacks a class in a split (one recorded before prepare refused them)."""
+    if missing := missing_classes(manifest):
+        raise PrepareError(
+            f"dataset {dataset_id} cannot be trained and evaluated: {_lacks(missing)}. Run prepare on its "
+            f"source ({source_uri}) again: it spreads each class over every split, or says what the source lacks"
+        )
+
+
+def _lacks(missing: list[tuple[str, str]]) -> str:
+    return ", ".join(f"{split} has no {name} media" for split, name in missing)
+
+
+def _nothing_kept(quarantined: list[Quarantined]) -> str:
+    if not quarantined:
+        return (
+            "the source holds no files: put images or videos in class folders (real/, fake/) "
+            "or list them in a labels.csv (file_name,label) at its top"
+        )
+    reasons = Counter(q.reason for q in quarantined).most_common()
+    shown = "; ".join(f"{reason} ({count} file{'s' * (count > 1)})" for reason, count in reasons[:3])
+    more = f"; and {len(reasons) - 3} other reason(s)" if len(reasons) > 3 else ""
+    return (
+        f"no media kept: all {len(quarantined)} file(s) of the source were refused: {shown}{more}. "
+        "Fix what these reasons name and run prepare again; no dataset was recorded"
+    )
+
+
+def _split_advice(missing: list[tuple[str, str]], manifest: pd.DataFrame) -> str:
+    """Why the split lacks a class, and what to change in the source."""
+    advice = []
+    for label, name in LABEL_NAMES.items():
+        splits = [split for split, lacking in missing if lacking == name]
+        if not splits:
+            continue
+        groups = manifest.loc[manifest["label"] == label, "group"].nunique()
+        if groups == 0:
+            advice.append(f"the source has no {name} media at all: add some ({name}/ folders or {name} rows)")
+        elif groups < len(SPLITS):
+            advice.append(
+                f"{name} media fall in only {groups} group(s), and a group goes whole into one split: "
+                f"add {name} media from at least {len(SPLITS) - groups} more group(s) (other source videos, "
+                "scenes or people; labels.csv's group column names them, else each file and its near-duplicates "
+                "are one group)"
+            )
+        else:  # enough groups: only split hints, which groups keep, stand in the way
+            advice.append(
+                f"the source's split folders or split column put no {name} media in {' and '.join(splits)}: "
+                f"add {name} media there, or drop the split folders/column and let prepare split by group"
+            )
+    return f"cannot split the dataset: {_lacks(missing)}. To fix it, {'; '.join(advice)}. No dataset was recorded"
 
 
 def _content_hash(manifest: pd.DataFrame) -> str:

@@ -20,9 +20,9 @@ import numpy as np
 
 from pipeline.media.faces import frame_region
 from pipeline.media.images import MediaError, decode_image, encode_jpeg, resize_to_square
-from pipeline.media.sniff import SNIFF_BYTES, sniff_format, sniff_kind
+from pipeline.media.sniff import SNIFF_BYTES, sniff_format, sniff_kind, sniff_path_kind
 from pipeline.media.stats import image_stats, video_stats
-from pipeline.media.video import extract_frames_from
+from pipeline.media.video import DecodeLimits, extract_frames_from
 from pipeline.prepare.sources import SourceItem
 from pipeline.settings import PrepareSettings, ResizePolicy
 
@@ -77,6 +77,12 @@ def content_id(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def file_content_id(path: str) -> str:
+    """:func:`content_id` of a local file, read in chunks."""
+    with open(path, "rb", opener=_open_nonblocking) as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()
+
+
 def read_media(uri: str, size: int = -1) -> bytes:
     """The bytes of a source file (the first ``size`` if given).
 
@@ -100,18 +106,26 @@ def _open_nonblocking(path: str, flags: int) -> int:
 def process_item(item: SourceItem, settings: PrepareSettings, frames_dir: Path) -> ItemResult:
     """Store the frames of one item under ``frames_dir``; never raises for bad media."""
     result = ItemResult(item.uri, item.label, item.group, item.split, item.method)
+    local = None if "://" in item.uri and not item.uri.startswith("file://") else item.uri.removeprefix("file://")
     try:
-        data = read_media(item.uri)
+        # Local files are classified by probing (any container FFmpeg reads; animations are videos);
+        # a local video is hashed in chunks and read by FFmpeg in place, never held in memory.
+        result.kind = sniff_path_kind(local, timeout_s=settings.ffmpeg_timeout_s) if local else "unknown"
+        data = b"" if result.kind == "video" else read_media(item.uri)
     except OSError as error:
         result.reason = f"unreadable file: {error.strerror or error}"
         return result
     except MediaError as error:
         result.reason = str(error)
         return result
-    result.content_id = content_id(data)
-    result.kind = sniff_kind(data[:SNIFF_BYTES])
+    if result.kind == "video":
+        result.content_id = file_content_id(local)
+        data = None
+    else:
+        result.content_id = content_id(data)
+        result.kind = sniff_kind(data[:SNIFF_BYTES]) if local is None else result.kind
     try:
-        if not data:
+        if data is not None and not data:
             raise MediaError("empty file (0 bytes)")
         if result.kind == "image":
             _process_image(data, result, settings, frames_dir)
@@ -133,10 +147,13 @@ def _process_image(data: bytes, result: ItemResult, settings: PrepareSettings, f
     result.frames = [_store_frame(rgb, result.content_id, 0, 0.0, settings, frames_dir)]
 
 
-def _process_video(uri: str, data: bytes, result: ItemResult, settings: PrepareSettings, frames_dir: Path) -> None:
+def _process_video(
+    uri: str, data: bytes | None, result: ItemResult, settings: PrepareSettings, frames_dir: Path
+) -> None:
     info, frames = extract_frames_from(
         uri,
         data,
+        limits=DecodeLimits.from_settings(settings),
         mode=settings.frame_sampling,
         count=settings.frames_per_video,
         fps=settings.sample_fps,

@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from pipeline.media.images import MediaError
-from pipeline.media.sniff import SNIFF_BYTES, sniff_kind
+from pipeline.media.sniff import SNIFF_BYTES, sniff_kind, sniff_path_kind
 from pipeline.prepare.dataset import LABEL_CONFLICT, Dataset, assemble_dataset
 from pipeline.prepare.process import ItemResult, Progress, process_items, read_media
 from pipeline.prepare.sources import Rejected, SourceItem, discover
@@ -60,7 +60,9 @@ def load_chunk(path: str) -> list[dict]:
 
 def _peek_kind(uri: str) -> str:
     try:
-        return sniff_kind(read_media(uri, SNIFF_BYTES))
+        if "://" in uri and not uri.startswith("file://"):
+            return sniff_kind(read_media(uri, SNIFF_BYTES))
+        return sniff_path_kind(uri.removeprefix("file://"))
     except (OSError, MediaError):
         return "unknown"  # process_item will quarantine it with the precise reason
 

@@ -16,7 +16,8 @@ from pipeline.stages import prepare
 from pipeline.store import DATASETS, MEDIA, QUARANTINE
 
 
-def _jpeg(seed: int) -> bytes:
+def noise_jpeg(seed: int) -> bytes:
+    """A small JPEG of seeded noise: distinct seeds give distinct content and perceptual hashes."""
     buffer = io.BytesIO()
     Image.fromarray(np.random.default_rng(seed).integers(0, 255, (40, 60, 3), dtype=np.uint8)).save(buffer, "JPEG")
     return buffer.getvalue()
@@ -30,10 +31,10 @@ def messy_source(tmp_path, synthetic_source):
     real.mkdir(parents=True)
     fake.mkdir()
     for i in range(12):
-        (real / f"r{i}.jpg").write_bytes(_jpeg(i))
-        (fake / f"f{i}.jpg").write_bytes(_jpeg(100 + i))
-    (real / "copy of r0.jpg").write_bytes(_jpeg(0))  # exact duplicate, same label
-    (fake / "r1 again.jpg").write_bytes(_jpeg(1))  # same bytes as a REAL image
+        (real / f"r{i}.jpg").write_bytes(noise_jpeg(i))
+        (fake / f"f{i}.jpg").write_bytes(noise_jpeg(100 + i))
+    (real / "copy of r0.jpg").write_bytes(noise_jpeg(0))  # exact duplicate, same label
+    (fake / "r1 again.jpg").write_bytes(noise_jpeg(1))  # same bytes as a REAL image
     shutil.copy(next(synthetic_source.root.glob("videos/*-real.mp4")), real / "clip.mp4")
     shutil.copy(next(synthetic_source.root.glob("videos/*-fake.mp4")), fake / "video named.jpg")
     (real / "empty.jpg").write_bytes(b"")
@@ -57,7 +58,7 @@ def messy_source(tmp_path, synthetic_source):
     os.mkfifo(fake / "pipe.jpg")  # reading it would block forever
     (real / "gone.jpg").symlink_to(real / "deleted.jpg")
     unreadable = real / "locked.jpg"
-    unreadable.write_bytes(_jpeg(999))
+    unreadable.write_bytes(noise_jpeg(999))
     unreadable.chmod(0)
     return root
 
@@ -74,7 +75,7 @@ def test_counts_add_up_and_every_bad_file_has_a_reason(settings, store, messy_so
     assert reasons["broken.mp4"]
     assert reasons["r1.jpg"] == reasons["r1 again.jpg"] == "same content under both labels (real and fake)"
     statuses = {doc["_id"]: doc["status"] for doc in store.db[MEDIA].find()}
-    assert statuses.pop(hashlib.sha256(_jpeg(1)).hexdigest()) == "label_conflict"
+    assert statuses.pop(hashlib.sha256(noise_jpeg(1)).hexdigest()) == "label_conflict"
     assert len(statuses) == summary["kept"] and set(statuses.values()) == {"kept"}
     assert reasons["pipe.jpg"] == "not a regular file (pipe, socket or device)"
     assert reasons["gone.jpg"] == "unreadable file: No such file or directory"  # a dangling symlink
@@ -134,9 +135,9 @@ def test_balancing_policies(settings, store, tmp_path, policy):
     (root / "real").mkdir(parents=True)
     (root / "fake").mkdir()
     for i in range(30):
-        (root / "real" / f"{i}.jpg").write_bytes(_jpeg(i))
+        (root / "real" / f"{i}.jpg").write_bytes(noise_jpeg(i))
     for i in range(10):
-        (root / "fake" / f"{i}.jpg").write_bytes(_jpeg(500 + i))
+        (root / "fake" / f"{i}.jpg").write_bytes(noise_jpeg(500 + i))
     config = with_overrides(settings, "prepare", {"balance": policy})
     summary = prepare.run(config, store, str(root))
     train = summary["splits"]["train"]
@@ -157,6 +158,9 @@ def test_near_duplicates_share_a_group_and_a_split(settings, store, tmp_path):
     for name in PHOTOS:
         Image.fromarray(photo(name)).save(root / "REAL" / f"{name}.jpg", quality=95)
     Image.fromarray(photo("astronaut")).resize((460, 460)).save(root / "REAL" / "astronaut copy.jpg", quality=70)
+    (root / "FAKE").mkdir()
+    for i in range(3):  # the split needs both classes
+        (root / "FAKE" / f"{i}.jpg").write_bytes(noise_jpeg(700 + i))
     summary = prepare.run(settings, store, str(root))
     manifest = pd.read_parquet(summary["manifest"])
     manifest.index = manifest["source_uri"].str.rsplit("/", n=1).str[-1]
@@ -164,4 +168,42 @@ def test_near_duplicates_share_a_group_and_a_split(settings, store, tmp_path):
     assert original["content_id"] != copy["content_id"] and summary["duplicate"] == 0
     assert original["phash"] == copy["phash"]
     assert original["group"] == copy["group"] and original["split"] == copy["split"]
-    assert manifest["group"].nunique() == len(PHOTOS)  # nothing else was merged
+    assert manifest.loc[manifest["label"] == 0, "group"].nunique() == len(PHOTOS)  # nothing else was merged
+
+
+def test_labels_csv_in_words_and_few_fake_groups_still_split_by_class(settings, store, tmp_path):
+    """The shared clips' shape, in small images: three face pairs (2 real, 4 fake each) hold every fake,
+    22 real groups hold one real each, and labels.csv says real/fake in words. Shares alone put no fake in test."""
+    root = tmp_path / "clips"
+    root.mkdir()
+    rows = ["file_name,label,group"]
+    for pair in range(3):
+        for i, label in enumerate(["real"] * 2 + ["Fake"] * 4):
+            (root / f"pair{pair}-{i}.jpg").write_bytes(noise_jpeg(10 * pair + i))
+            rows.append(f"pair{pair}-{i}.jpg,{label},pair{pair}")
+    for i in range(22):
+        (root / f"camera{i}.jpg").write_bytes(noise_jpeg(100 + i))
+        rows.append(f"camera{i}.jpg, REAL ,camera{i}")
+    (root / "labels.csv").write_text("\n".join(rows) + "\n")
+    summary = prepare.run(settings, store, str(root))
+    assert summary["kept"] == 40 and summary["quarantined"] == 0
+    for split in ("train", "val", "test"):
+        assert summary["splits"][split]["real_items"] > 0 and summary["splits"][split]["fake_items"] == 4, split
+    assert store.latest_dataset()["_id"] == summary["dataset_id"]
+
+
+@pytest.mark.slow
+@pytest.mark.shared_data
+def test_the_shared_clips_labelled_in_words_keep_every_class_in_every_split(settings, store, shared_datasets, tmp_path):
+    """The report's case: the 40 shared clips, labels.csv from their MANIFEST (real/fake, groups)."""
+    import csv
+
+    manifest = list(csv.DictReader((shared_datasets / "videos" / "MANIFEST.tsv").open(), delimiter="\t"))
+    source = tmp_path / "clips"
+    for label in ("real", "fake"):
+        shutil.copytree(shared_datasets / "videos" / label, source / label)  # links out of the source are refused
+    rows = [f"{row['file']},{row['label']},{row['group']}" for row in manifest]
+    (source / "labels.csv").write_text("file_name,label,group\n" + "\n".join(rows) + "\n")
+    summary = prepare.run(settings, store, str(source))
+    assert summary["kept"] == len(manifest) == 40
+    assert all(summary["splits"][split]["fake_items"] > 0 for split in ("train", "val", "test"))

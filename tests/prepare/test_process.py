@@ -75,5 +75,9 @@ def test_training_frames_never_carry_metadata(tmp_path, c2pa_sign):
         results.append(process_item(SourceItem(str(tmp_path / name), 1), settings, tmp_path / "frames"))
     assert len({r.content_id for r in results}) == 3  # three different files
     assert len({Path(r.frames[0].path).read_bytes() for r in results}) == 1  # one picture
+    fillers = {f"real{i}.png": 0 for i in range(3)} | {f"fake{i}.png": 1 for i in range(2)}  # 3 groups of each class
+    for seed, (name, label) in enumerate(fillers.items()):
+        Image.fromarray(np.random.default_rng(seed).integers(0, 255, (40, 60, 3), np.uint8)).save(tmp_path / name)
+        results.append(process_item(SourceItem(str(tmp_path / name), label), settings, tmp_path / "frames"))
     manifest = assemble_dataset(results, [], settings, tmp_path / "datasets").manifest
     assert not {"provenance", "c2pa", "generator", "parameters"} & set(manifest.columns)
