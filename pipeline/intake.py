@@ -1,25 +1,37 @@
 """Putting an uploaded file into the watched bucket, safely.
 
-The upload is read with a hard size cap, sniffed from its content (images and videos only),
-and written under a sanitised name at the top of the bucket, so no name can reach outside it
-and no earlier object is overwritten.
+An upload is received in chunks into a hidden file readable by its owner only (inside the
+bucket when it is local, in the spool folder otherwise), hashed on the way and cut off past the
+size limit. It is then classified from its content (images and videos only) and published
+under a sanitised name at the top of the bucket, so no name can reach outside it. Publishing
+never replaces anything: a local file is hard-linked under its name, which fails when anything
+is there (a dangling link included), then under its content-id-prefixed name; a remote object
+always gets the content-id prefix, so two different contents never share a name.
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
 import re
+import secrets
 import unicodedata
 from dataclasses import dataclass
+from pathlib import Path
 from typing import BinaryIO
 
 import fsspec
+from fsspec.implementations.local import LocalFileSystem
 
-from pipeline.media.sniff import SNIFF_BYTES, sniff_kind
+from pipeline.media.sniff import SNIFF_BYTES, sniff_kind, sniff_path_kind
 from pipeline.settings import Settings
 
 _UNSAFE = re.compile(r"[^\w.-]+")
-MAX_NAME_CHARS = 120
+MAX_NAME_BYTES = 200  # in UTF-8; with the content-id prefix still within NAME_MAX (255 bytes)
+MAX_SUFFIX_BYTES = 16  # a longer "extension" is part of the name, cut like the rest
+PREFIX_CHARS = 12  # of the content id, in front of a name that is taken
+CHUNK_BYTES = 1 << 20
+_CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW  # a new file, never through a link
 
 
 class UploadError(ValueError):
@@ -28,6 +40,12 @@ class UploadError(ValueError):
     def __init__(self, message: str, *, status: int) -> None:
         super().__init__(message)
         self.status = status
+
+
+def too_large(settings: Settings) -> UploadError:
+    """The refusal of an upload over ``score.max_upload_mb``."""
+    limit = settings.score.max_upload_mb
+    return UploadError(f"larger than the {limit} MB upload limit (score.max_upload_mb)", status=413)
 
 
 @dataclass(frozen=True)
@@ -39,30 +57,88 @@ class Accepted:
 
 
 def safe_name(name: str) -> str:
-    """A plain file name: no folders, no leading dots, only word characters, dots and dashes."""
+    """A plain file name of at most MAX_NAME_BYTES in UTF-8: no folders, no leading dots, only
+    word characters, dots and dashes; a long name is cut in its stem, keeping the extension."""
     base = unicodedata.normalize("NFKC", name).replace("\\", "/").rsplit("/", 1)[-1]
-    stem = _UNSAFE.sub("_", base).lstrip("._")[:MAX_NAME_CHARS]
-    return stem or "upload"
+    cleaned = _UNSAFE.sub("_", base).lstrip("._")
+    stem, dot, suffix = cleaned.rpartition(".")
+    suffix = dot + suffix
+    if not dot or len(suffix.encode()) > MAX_SUFFIX_BYTES:
+        stem, suffix = cleaned, ""
+    room = MAX_NAME_BYTES - len(suffix.encode())
+    return (stem.encode()[:room].decode("utf-8", "ignore") + suffix) or "upload"
+
+
+class Upload:
+    """One upload being received: ``write`` its chunks, then ``finish`` it under a name.
+
+    Use it as a context manager: the hidden file is removed on leaving, whatever happened.
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._fs, root = fsspec.core.url_to_fs(settings.storage.incoming_uri)
+        self._root = root.rstrip("/")
+        self._local = isinstance(self._fs, LocalFileSystem)
+        folder = Path(self._root) if self._local else settings.storage.root / "spool"
+        folder.mkdir(parents=True, exist_ok=True)
+        self._path = folder / f".upload-{secrets.token_hex(8)}"  # hidden: the bucket's listing skips it
+        self._file = os.fdopen(os.open(self._path, _CREATE, 0o600), "wb")
+        self._digest = hashlib.sha256()
+        self._head = b""
+        self.size = 0
+
+    def __enter__(self) -> Upload:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._file.close()
+        self._path.unlink(missing_ok=True)
+
+    def write(self, chunk: bytes) -> None:
+        """Add the next bytes; UploadError (413) once the upload passes ``score.max_upload_mb``."""
+        self.size += len(chunk)
+        if self.size > self._settings.score.max_upload_mb * 1024 * 1024:
+            raise too_large(self._settings)
+        if len(self._head) < SNIFF_BYTES:
+            self._head = (self._head + chunk)[:SNIFF_BYTES]
+        self._digest.update(chunk)
+        self._file.write(chunk)
+
+    def finish(self, name: str) -> Accepted:
+        """Classify the complete upload and publish it in the bucket; UploadError if refused."""
+        self._file.close()
+        if not self.size:
+            raise UploadError("empty file", status=400)
+        kind = sniff_path_kind(self._path)
+        # FFmpeg's probe alone also "reads" SVG, XPM and HTML named .jpg as pictures: refuse those
+        if kind == "unknown" or (kind == "image" and sniff_kind(self._head) == "unknown"):
+            raise UploadError("not an image or video (checked from its content, not its name)", status=415)
+        content_id = self._digest.hexdigest()
+        target = self._publish(safe_name(name), content_id)
+        return Accepted(uri=self._fs.unstrip_protocol(target), content_id=content_id, kind=kind, size_bytes=self.size)
+
+    def _publish(self, name: str, content_id: str) -> str:
+        prefixed = f"{content_id[:PREFIX_CHARS]}-{name}"
+        if not self._local:
+            target = f"{self._root}/{prefixed}"
+            self._fs.makedirs(self._root, exist_ok=True)
+            if not self._fs.exists(target):  # else an object named by this very content is there already
+                self._fs.put_file(str(self._path), target)
+            return target
+        for candidate in (name, prefixed):
+            target = f"{self._root}/{candidate}"
+            try:
+                os.link(self._path, target)  # atomic, and fails on any existing entry, links included
+                return target
+            except FileExistsError:
+                continue
+        raise UploadError(f"the bucket already holds {name} and {prefixed}: rename the file to upload it", status=409)
 
 
 def accept_upload(settings: Settings, name: str, stream: BinaryIO) -> Accepted:
-    """Store one uploaded image or video in the watched bucket; raise UploadError if refused."""
-    limit = settings.score.max_upload_mb * 1024 * 1024
-    data = stream.read(limit + 1)
-    if len(data) > limit:
-        raise UploadError(f"larger than the {settings.score.max_upload_mb} MB upload limit", status=413)
-    if not data:
-        raise UploadError("empty file", status=400)
-    kind = sniff_kind(data[:SNIFF_BYTES])
-    if kind == "unknown":
-        raise UploadError("not an image or video (checked from its content, not its name)", status=415)
-    content_id = hashlib.sha256(data).hexdigest()
-    fs, root = fsspec.core.url_to_fs(settings.storage.incoming_uri)
-    root = root.rstrip("/")
-    fs.makedirs(root, exist_ok=True)
-    target = f"{root}/{safe_name(name)}"
-    if fs.exists(target):  # keep the earlier object; content ids tell the two apart
-        target = f"{root}/{content_id[:12]}-{safe_name(name)}"
-    with fs.open(target, "wb") as handle:
-        handle.write(data)
-    return Accepted(uri=fs.unstrip_protocol(target), content_id=content_id, kind=kind, size_bytes=len(data))
+    """Store one uploaded image or video read from ``stream``; raise UploadError if refused."""
+    with Upload(settings) as upload:
+        while chunk := stream.read(CHUNK_BYTES):
+            upload.write(chunk)
+        return upload.finish(name)

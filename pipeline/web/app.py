@@ -13,21 +13,23 @@ from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import quote, unquote
 
-from fastapi import FastAPI, File, HTTPException, Query, Request, UploadFile, status
+from fastapi import FastAPI, HTTPException, Query, Request, status
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from pipeline.intake import UploadError, accept_upload
+from pipeline.intake import UploadError
 from pipeline.settings import Settings
 from pipeline.store import EVIDENCE_IMAGES, ResultStore
 from pipeline.verdicts import OUTSIDE
 from pipeline.web.plots import frame_score_plot
+from pipeline.web.uploads import UPLOAD_BODY, receive_upload
 
 TEMPLATES = Jinja2Templates(directory=Path(__file__).parent / "templates")
 BANDS = ("real", "uncertain", "fake")
 Band = Annotated[str | None, Query(pattern="^(real|uncertain|fake)?$", description="Only this verdict band.")]
 Outside = Annotated[bool, Query(description="Only verdicts that abstained: outside the training distribution.")]
+CLOSE = {"Connection": "close"}  # refusing a request whose body is left unread: end it, do not drain it
 
 
 def create_app(
@@ -43,17 +45,23 @@ def create_app(
 
     ``read_access`` guards every route and ``upload_access`` also guards uploads (FastAPI
     dependencies that raise 401/403). ``login_url(next)`` is where a browser without a
-    session is sent; ``run_url(run_id)`` links a verdict to its training run.
+    session is sent; ``run_url(run_id)`` links a verdict to its training run. Upload routes read
+    their body themselves, after these checks (see :mod:`pipeline.web.uploads`).
     """
-    app = FastAPI(title="mediacheck detections", dependencies=list(read_access), docs_url=None, redoc_url=None)
+    app = FastAPI(
+        title="mediacheck detections", dependencies=list(read_access), openapi_url=None, docs_url=None, redoc_url=None
+    )
     upload_guard = list(upload_access)
 
     @app.exception_handler(StarletteHTTPException)
     async def _to_login(request: Request, error: StarletteHTTPException) -> Response:
         wants_page = "text/html" in request.headers.get("accept", "") and "/api/" not in request.url.path
+        closing = CLOSE if request.method == "POST" else {}  # an upload refused before or while it is read
         if error.status_code == status.HTTP_401_UNAUTHORIZED and wants_page and login_url:
-            return RedirectResponse(login_url(str(request.url.path)), status_code=status.HTTP_303_SEE_OTHER)
-        return JSONResponse({"detail": error.detail}, status_code=error.status_code, headers=error.headers)
+            login = login_url(str(request.url.path))
+            return RedirectResponse(login, status_code=status.HTTP_303_SEE_OTHER, headers=closing)
+        headers = {**(error.headers or {}), **closing}
+        return JSONResponse({"detail": error.detail}, status_code=error.status_code, headers=headers)
 
     def _summaries(band: str | None, model_version: str | None, limit: int, outside: bool) -> list[dict]:
         rows = store().list_verdicts(
@@ -72,6 +80,11 @@ def create_app(
         if document is None:
             raise HTTPException(status.HTTP_404_NOT_FOUND, f"no verdict for {content_id}")
         return document
+
+    @app.get("/openapi.json", include_in_schema=False)
+    def openapi() -> dict:
+        """The API's schema, behind the same login as every other route (FastAPI's own is not)."""
+        return app.openapi()
 
     @app.get("/", response_class=HTMLResponse, name="list_page")
     def list_page(
@@ -137,12 +150,13 @@ def create_app(
     def score_plot(content_id: str) -> Response:
         return Response(frame_score_plot(_detail(content_id)), media_type="image/png")
 
-    @app.post("/upload", dependencies=upload_guard, name="upload_form")
-    def upload_form(file: Annotated[UploadFile, File()]) -> Response:
+    @app.post("/upload", dependencies=upload_guard, name="upload_form", openapi_extra=UPLOAD_BODY)
+    async def upload_form(request: Request) -> Response:
         try:
-            accepted = accept_upload(settings(), file.filename or "upload", file.file)
+            accepted = await receive_upload(request, settings())
         except UploadError as error:
-            return RedirectResponse(f"./?refused={quote(str(error))}", status_code=status.HTTP_303_SEE_OTHER)
+            refused = f"./?refused={quote(str(error))}"
+            return RedirectResponse(refused, status_code=status.HTTP_303_SEE_OTHER, headers=CLOSE)
         return RedirectResponse(
             f"./?uploaded={quote(accepted.uri.rsplit('/', 1)[-1])}", status_code=status.HTTP_303_SEE_OTHER
         )
@@ -167,11 +181,11 @@ def create_app(
         """One verdict with its per-frame scores, evidence frames and lineage."""
         return jsonable(_detail(content_id))
 
-    @app.post("/api/uploads", dependencies=upload_guard, status_code=status.HTTP_201_CREATED)
-    def api_upload(file: Annotated[UploadFile, File()]) -> dict:
-        """Put an image or video into the watched bucket; it is scored on the next poll."""
+    @app.post("/api/uploads", dependencies=upload_guard, status_code=status.HTTP_201_CREATED, openapi_extra=UPLOAD_BODY)
+    async def api_upload(request: Request) -> dict:
+        """Put an image or video (multipart field ``file``) into the watched bucket; it is scored on the next poll."""
         try:
-            accepted = accept_upload(settings(), file.filename or "upload", file.file)
+            accepted = await receive_upload(request, settings())
         except UploadError as error:
             raise HTTPException(error.status, str(error)) from None
         return {**accepted.__dict__, "status": "queued for scoring"}

@@ -17,6 +17,7 @@ import pytest
 
 from pipeline.services import airflow_environment, free_port
 from pipeline.settings import PROJECT_ROOT
+from tests.web.test_uploads import MB, READ_AT_MOST, endless_jpeg, post_raw
 
 pytestmark = pytest.mark.slow
 
@@ -76,7 +77,7 @@ def _wait_for(url: str, server: subprocess.Popen, log_path, timeout_s: float = 3
 
 
 def test_anonymous_callers_are_refused(airflow_ui):
-    for path in ("/detections/api/verdicts", "/detections/"):
+    for path in ("/detections/api/verdicts", "/detections/", "/detections/openapi.json"):
         with pytest.raises(urllib.error.HTTPError) as refused:
             urllib.request.urlopen(f"{airflow_ui['base']}{path}", timeout=60)
         assert refused.value.code == 401
@@ -84,6 +85,13 @@ def test_anonymous_callers_are_refused(airflow_ui):
     with pytest.raises(urllib.error.HTTPError) as refused:
         urllib.request.urlopen(upload, timeout=60)
     assert refused.value.code == 401
+
+
+def test_an_anonymous_upload_is_refused_before_its_body_is_read(airflow_ui):
+    port = int(airflow_ui["base"].rsplit(":", 1)[1])
+    status, sent = post_raw(port, "/detections/api/uploads", {"Content-Length": str(400 * MB)}, endless_jpeg(400 * MB))
+    assert status == b"HTTP/1.1 401 Unauthorized" and sent < READ_AT_MOST
+    assert not airflow_ui["bucket"].exists() or list(airflow_ui["bucket"].iterdir()) == []
 
 
 def test_the_json_api_takes_an_airflow_bearer_token(airflow_ui, scored_verdicts):

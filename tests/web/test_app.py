@@ -5,7 +5,9 @@ import io
 import pytest
 from fastapi.testclient import TestClient
 
+from pipeline import tracking
 from pipeline.settings import load_settings
+from pipeline.stages import score
 from pipeline.web.app import create_app
 
 pytestmark = pytest.mark.slow
@@ -135,3 +137,77 @@ def test_guards_apply_to_every_route_and_pages_redirect_to_login(scored_verdicts
     assert page.status_code == 303 and page.headers["location"] == "/auth/login?next=/"
     assert browser.get("/api/verdicts", headers={"accept": "text/html"}).status_code == 401
     assert browser.post("/api/uploads", files={"file": ("a.jpg", b"x")}).status_code == 401
+    for path in ("/openapi.json", "/api/verdicts/0000", "/media/0000/", "/media/0000/scores.png", "/models/r/card"):
+        assert browser.get(path).status_code == 401, path
+    assert browser.get("/docs").status_code == browser.get("/redoc").status_code == 404  # not served at all
+
+
+def test_the_openapi_schema_describes_the_upload_body(client):
+    schema = client.get("/openapi.json").json()
+    form = schema["paths"]["/api/uploads"]["post"]["requestBody"]["content"]["multipart/form-data"]
+    assert form["schema"]["required"] == ["file"] and "/api/verdicts/{content_id}" in schema["paths"]
+
+
+@pytest.mark.parametrize(
+    "params",
+    [{"band[$ne]": "real"}, {"model_version[$gt]": ""}, {"model_version[$ne]": "99"}, {"$where": "1"},
+     {"outside[$ne]": "true"}],
+)  # fmt: skip
+def test_operator_shaped_parameters_are_ignored(client, params):
+    everything = client.get("/api/verdicts", params={"limit": 500}).json()
+    assert len(everything) > 1
+    assert client.get("/api/verdicts", params={**params, "limit": 500}).json() == everything
+
+
+@pytest.mark.parametrize("params", [{"band": "$ne"}, {"band": "real|fake"}, {"band": ".*"}, {"outside": "$ne"}])
+def test_filters_outside_their_values_are_refused(client, params):
+    assert client.get("/api/verdicts", params=params).status_code == 422
+
+
+@pytest.mark.parametrize("version", ['{"$gt": ""}', "$gt", ".*", "^1"])
+def test_a_model_version_is_matched_as_plain_text(client, version):
+    assert client.get("/api/verdicts", params={"model_version": version}).json() == []
+
+
+def test_id_prefixes_are_plain_text_not_patterns(client, scored_verdicts):
+    prefix = scored_verdicts.results[0]["content_id"][:8]
+    assert client.get(f"/api/verdicts/{prefix}").status_code == 200
+    for pattern in (".*", "^", "[0-9a-f]", f"{prefix}.*", f"^{prefix}", "$gt", "%00"):
+        assert client.get(f"/api/verdicts/{pattern}").status_code == 404, pattern
+        assert client.get(f"/media/{pattern}/").status_code == 404, pattern
+
+
+@pytest.mark.parametrize("limit", [10**12, 501, 0, -1, "1e9", "lots"])
+def test_limits_are_bounded(client, limit):
+    assert client.get("/api/verdicts", params={"limit": limit}).status_code == 422
+    assert client.get("/", params={"limit": limit}).status_code == 422
+
+
+HOSTILE = '"><img src=x onerror=alert(1)>.jpg'
+
+
+@pytest.fixture
+def hostile_named(scored_verdicts, store, tmp_path):
+    """A client over a fresh database holding a real verdict for a file whose name is HTML."""
+    bucket = tmp_path / "bucket"
+    bucket.mkdir()
+    path = bucket / HOSTILE
+    path.write_bytes(next(p for p in scored_verdicts.dropped if p.suffix == ".jpg").read_bytes())
+    settings = load_settings(storage={"root": tmp_path / "data", "incoming_uri": bucket.as_uri()})
+    loaded = score.LoadedModel(scored_verdicts.bundle, tracking.ModelRef("mediacheck-detector", "1", "run-untrained"))
+    result = score.score_uri(f"file://{path}", loaded, settings, store, settle_s=0)
+    assert result["status"] == "scored", result
+    return TestClient(create_app(settings=lambda: settings, store=lambda: store)), result["content_id"]
+
+
+def test_html_in_a_file_name_is_escaped_in_every_page(hostile_named):
+    client, content_id = hostile_named
+    pages = {
+        "list": client.get("/").text,
+        "detail": client.get(f"/media/{content_id}/").text,
+        "uploaded": client.get("/", params={"uploaded": HOSTILE}).text,
+        "refused": client.get("/", params={"refused": HOSTILE}).text,
+    }
+    for name, page in pages.items():
+        assert "<img src=x" not in page and "&#34;&gt;&lt;img src=x onerror=alert(1)&gt;.jpg" in page, name
+    assert client.get(f"/api/verdicts/{content_id}").json()["source_uri"].endswith(HOSTILE)  # JSON keeps the name
