@@ -1,7 +1,12 @@
-"""Embedded local services: the MongoDB-wire server used when no ``MONGO_URI`` is set."""
+"""Embedded local services: the MongoDB-wire server used when no ``MONGO_URI`` is set, and their files.
+
+Everything they write (databases, logs, credentials) is readable by its owner only.
+"""
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
 import socket
 import subprocess
@@ -10,9 +15,13 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import BinaryIO
+from urllib.parse import parse_qsl, unquote_plus
 
 from pymongo import MongoClient
 from pymongo.errors import PyMongoError
+
+from pipeline.redact import redact
 
 SERVER_BINARY = "secantusd-py"
 
@@ -23,6 +32,25 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def owner_only() -> None:
+    """Create every later file of this process and its children readable by the owner only (umask 077)."""
+    os.umask(0o077)
+
+
+def private_folder(folder: Path) -> Path:
+    """``folder``, created if missing, closed to everyone but its owner (0700) even if it existed before."""
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    folder.chmod(0o700)
+    return folder
+
+
+def private_log(path: Path) -> BinaryIO:
+    """``path`` opened for appending, readable by its owner only (0600), even if it existed before."""
+    descriptor = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    os.fchmod(descriptor, 0o600)
+    return os.fdopen(descriptor, "ab")
+
+
 def _server_binary() -> str:
     beside_python = Path(sys.executable).parent / SERVER_BINARY
     found = str(beside_python) if beside_python.exists() else shutil.which(SERVER_BINARY)
@@ -31,17 +59,40 @@ def _server_binary() -> str:
     return found
 
 
-def airflow_connection_uri(mongo_uri: str, database: str) -> str:
-    """The ``AIRFLOW_CONN_*`` form of a MongoDB URI: MongoHook wants ``mongo://``, with the database as path."""
+# Mechanisms whose credentials live outside the database (pymongo authenticates them against "$external").
+EXTERNAL_AUTH_MECHANISMS = frozenset({"GSSAPI", "MONGODB-X509", "MONGODB-AWS", "MONGODB-OIDC"})
+
+
+def airflow_connection(mongo_uri: str, database: str) -> dict:
+    """The Airflow connection (``AIRFLOW_CONN_*`` JSON form) through which MongoHook reaches ``mongo_uri``.
+
+    MongoHook rebuilds a client URI with the connection's schema (here ``database``) as its
+    path, and pymongo reads that path as the auth database. So the auth database pymongo
+    would use for ``mongo_uri`` itself (its ``authSource``, else its path, else ``admin``)
+    is carried as an explicit ``authSource``: a URI that works for the CLI works for the DAGs.
+    The JSON form keeps multi-host (replica set) authorities intact, which Airflow's URI form cannot.
+    """
     scheme, _, rest = mongo_uri.partition("://")
     if scheme not in ("mongodb", "mongodb+srv"):
-        raise ValueError(f"not a MongoDB URI: {mongo_uri!r}")
+        raise ValueError(f"not a MongoDB URI (mongodb:// or mongodb+srv://): {redact(mongo_uri)!r}")
     authority, _, query = rest.partition("?")
-    authority = authority.split("/", 1)[0]
-    extras = [query] if query else []
+    authority, _, path_database = authority.partition("/")
+    userinfo, _, hosts = authority.rpartition("@")
+    login, has_password, password = userinfo.partition(":")
+    extra: dict[str, object] = dict(parse_qsl(query, keep_blank_values=True))
     if scheme == "mongodb+srv":
-        extras.append("srv=true")
-    return f"mongo://{authority}/{database}" + (f"?{'&'.join(extras)}" if extras else "")
+        extra["srv"] = True
+    named = {key.lower(): value for key, value in extra.items()}
+    mechanism = str(named.get("authmechanism", "")).upper()
+    if userinfo and "authsource" not in named and mechanism not in EXTERNAL_AUTH_MECHANISMS:
+        default = "$external" if mechanism == "PLAIN" else "admin"
+        extra["authSource"] = unquote_plus(path_database) or default
+    connection = {"conn_type": "mongo", "host": hosts, "schema": database, "extra": extra}
+    if userinfo:
+        connection["login"] = unquote_plus(login)
+    if has_password:  # MongoHook drops the user name without a password, as X.509 logins have none
+        connection["password"] = unquote_plus(password)
+    return connection
 
 
 def airflow_environment(
@@ -54,7 +105,7 @@ def airflow_environment(
         "AIRFLOW__CORE__PLUGINS_FOLDER": str(project_root / "plugins"),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
         "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
-        f"AIRFLOW_CONN_{conn_id.upper()}": airflow_connection_uri(mongo_uri, database),
+        f"AIRFLOW_CONN_{conn_id.upper()}": json.dumps(airflow_connection(mongo_uri, database)),
     }
 
 
@@ -88,19 +139,25 @@ def mongo_uri(configured: str | None, storage: Path) -> Iterator[str]:
 
 
 def start_mongo_server(
-    storage: Path | str, *, port: int | None = None, detach: bool = False, startup_timeout_s: float = 30
+    storage: Path | str,
+    *,
+    port: int | None = None,
+    detach: bool = False,
+    auth: bool = False,
+    startup_timeout_s: float = 30,
 ) -> tuple[subprocess.Popen, str]:
     """Start the embedded MongoDB-wire server on 127.0.0.1; return the process and its URI.
 
     ``storage`` is a folder (data survives restarts) or ``":memory:"`` for a throwaway store.
     A detached server outlives this process (``make up``); its URI is written beside the
-    storage folder so that other commands reuse it.
+    storage folder so that other commands reuse it. With ``auth`` every command but the
+    handshake needs a login (SCRAM-SHA-256) of a user created before, without ``auth``.
     """
     in_memory = str(storage) == ":memory:"
     if not in_memory:
-        Path(storage).mkdir(parents=True, exist_ok=True)
+        private_folder(Path(storage))
     port = port or free_port()
-    log = subprocess.DEVNULL if in_memory else open(Path(storage).with_suffix(".log"), "ab")  # noqa: SIM115 - the server process writes to it until it stops
+    log = subprocess.DEVNULL if in_memory else private_log(Path(storage).with_suffix(".log"))
     process = subprocess.Popen(
         [
             _server_binary(),
@@ -112,11 +169,14 @@ def start_mongo_server(
             str(storage),
             "--log-level",
             "WARNING",
+            *(["--auth"] if auth else []),
         ],
         stdout=log,
         stderr=subprocess.STDOUT,
         start_new_session=detach,
     )
+    if log is not subprocess.DEVNULL:
+        log.close()  # the server writes through its own copy
     uri = f"mongodb://127.0.0.1:{port}/?directConnection=true"
     try:
         _wait_until_up(uri, process, startup_timeout_s)

@@ -1,12 +1,43 @@
-"""Airflow-side glue: hand the Airflow MongoDB connection's client to the pipeline's store."""
+"""Airflow-side glue: the pipeline's store over Airflow's MongoDB connection, and secrets masked in task logs."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from airflow.listeners import hookimpl
+from airflow.plugins_manager import AirflowPlugin
+
 if TYPE_CHECKING:
     from pipeline.settings import Settings
     from pipeline.store import ResultStore
+
+
+def mask_configured_secrets() -> None:
+    """Have Airflow print ``***`` for every configured secret in this task's log (and its supervisor's).
+
+    Airflow masks the connections it hands out, but not a password inside ``MLFLOW_TRACKING_URI``
+    or ``MONGO_URI``, which libraries echo in their messages (MLflow's errors and run links).
+    """
+    from airflow.sdk.log import mask_secret
+
+    from pipeline.redact import configured_secrets
+    from pipeline.settings import get_settings
+
+    for secret in configured_secrets(get_settings()):
+        mask_secret(secret)
+
+
+class SecretMasking:
+    """Listener: masks the configured secrets in each task process before the task's code runs."""
+
+    @hookimpl
+    def on_task_instance_running(self, previous_state, task_instance) -> None:
+        mask_configured_secrets()
+
+
+class MediacheckHooksPlugin(AirflowPlugin):
+    name = "mediacheck_hooks"
+    listeners = [SecretMasking()]
 
 
 def result_store(settings: Settings) -> ResultStore:

@@ -18,7 +18,8 @@ from rich.table import Table
 from run_dags import run_dag  # scripts/ is on sys.path when this file runs
 
 from pipeline import tracking
-from pipeline.services import airflow_environment, mongo_uri
+from pipeline.redact import redact
+from pipeline.services import airflow_environment, mongo_uri, owner_only, private_folder
 from pipeline.settings import PROJECT_ROOT, get_settings
 from pipeline.store import ResultStore
 from pipeline.synthetic import drop_incoming, make_labelled_set
@@ -29,8 +30,10 @@ console = Console()
 
 
 def main() -> int:
+    owner_only()  # the demo's databases, logs and models: readable by their owner only
     settings = get_settings()
-    root = settings.storage.root
+    root = private_folder(settings.storage.root)
+    private_folder(PROJECT_ROOT / ".airflow")
     source, incoming = root / "demo" / "source", Path(settings.storage.incoming_uri.removeprefix("file://"))
     step("1/4 generating the synthetic sample set (clearly synthetic: see README)")
     if not (source / "labels.csv").exists():
@@ -105,7 +108,7 @@ def print_results(store: ResultStore, settings) -> None:
     console.print(
         f"MLflow run [bold]{run['_id']}[/] (model {run['model']['name']} v{run['model']['version']}): "
         f"test accuracy {metrics['accuracy']:.3f}, ROC-AUC {metrics.get('roc_auc', float('nan')):.3f} "
-        f"on the synthetic test split; tracking store {tracking.configure(settings)}"
+        f"on the synthetic test split; tracking store {redact(tracking.configure(settings))}"
     )
     console.print(
         "Open the UIs with [bold]make up[/] (Airflow http://127.0.0.1:8080, MLflow http://127.0.0.1:5000); "

@@ -1,0 +1,262 @@
+"""`make up` / `make down` (scripts/stack.py): nothing survives down, no secret leaks, files are private."""
+
+import base64
+import json
+import os
+import signal
+import stat
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from urllib.parse import quote_plus
+
+import psutil
+import pytest
+import stack
+from PIL import Image
+
+from pipeline.services import free_port
+from pipeline.settings import PROJECT_ROOT, load_settings
+from tests.test_services import PASSWORD, mongo_with_login, with_login
+
+MLFLOW_SECRET = "tr4cking-s3cret"
+STACK = [sys.executable, str(PROJECT_ROOT / "scripts" / "stack.py")]
+STUBBORN = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(600)"
+# A component shaped like `airflow standalone` at its worst: children that ignore SIGTERM, one in
+# its own process group (as Airflow puts task processes), one with a scrubbed environment, and a
+# daemon in a session of its own whose parent has exited. It prints their PIDs to its log.
+COMPONENT = f"""
+import json, os, subprocess, sys, time
+stubborn = [sys.executable, "-c", {STUBBORN!r}]
+task = subprocess.Popen(stubborn, process_group=0)
+scrubbed = subprocess.Popen(stubborn, env={{"PATH": os.environ["PATH"]}}, process_group=0)
+daemonize = ("import subprocess as s, sys; "
+             "print(s.Popen(sys.argv[1:], start_new_session=True, stdout=s.DEVNULL, stderr=s.DEVNULL).pid)")
+launcher = subprocess.run([sys.executable, "-c", daemonize, *stubborn], capture_output=True, text=True, check=True)
+print(json.dumps({{"task": task.pid, "scrubbed": scrubbed.pid, "daemon": int(launcher.stdout)}}), flush=True)
+time.sleep(600)
+"""
+# Starts one component the way `make up` starts each (NAME COMMAND_JSON), then exits as `make up` does.
+LAUNCH = """
+import json, os, sys
+import stack
+stack.owner_only()
+stack.launch(stack.begin(), sys.argv[1], json.loads(sys.argv[2]), dict(os.environ))
+"""
+
+
+def alive(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def wait_for(predicate, timeout_s: float, what: str):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if result := predicate():
+            return result
+        time.sleep(0.3)
+    raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}")
+
+
+def kill_leftovers(stack_id: str) -> None:
+    """Clean up after a failed test: the processes this test started (they carry its marker), by PID."""
+    for process in marked(stack_id):
+        os.kill(process.pid, signal.SIGKILL)
+
+
+def test_down_stops_every_process_including_stubborn_orphans(settings):
+    env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT / "scripts")}
+    component = json.dumps([sys.executable, "-c", COMPONENT])
+    subprocess.run([sys.executable, "-c", LAUNCH, "component", component], env=env, check=True, timeout=60)
+    state = json.loads((settings.storage.root / "stack" / "pids.json").read_text())
+    log = settings.storage.root / "stack" / "component.log"
+    try:
+        children = wait_for(lambda: log.read_text().strip() and json.loads(log.read_text()), 30, "the PIDs")
+        pids = [state["pids"]["component"], *children.values()]
+        assert all(alive(pid) for pid in pids)
+        assert os.getpgid(children["task"]) != os.getpgid(state["pids"]["component"])
+        assert os.getsid(children["daemon"]) != state["pids"]["component"]
+        started = time.monotonic()
+        down = subprocess.run([*STACK, "down", "--grace-s", "1"], capture_output=True, text=True, timeout=60)
+        assert down.returncode == 0, down.stdout + down.stderr
+        assert [pid for pid in pids if alive(pid)] == []  # when down returns, everything has exited
+        assert "stopped 5 processes" in down.stdout and "killed" in down.stdout  # 5: with the log writer
+        assert time.monotonic() - started < 30
+        assert not (settings.storage.root / "stack" / "pids.json").exists()
+    finally:
+        kill_leftovers(state["id"])
+
+
+def test_component_output_is_redacted_into_a_private_log(settings, monkeypatch):
+    monkeypatch.setenv("MONGO_URI", "mongodb://mc:m0ngo-pw@127.0.0.1:1/?directConnection=true")
+    monkeypatch.setenv("SERVICE_TOKEN", "t0ken-value")
+    talk = "import os; print('db', os.environ['MONGO_URI']); print('token', os.environ['SERVICE_TOKEN']); print('done')"
+    env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT / "scripts")}
+    command = json.dumps([sys.executable, "-c", talk])
+    subprocess.run([sys.executable, "-c", LAUNCH, "talk", command], env=env, check=True, timeout=60)
+    state = json.loads((settings.storage.root / "stack" / "pids.json").read_text())
+    log = settings.storage.root / "stack" / "talk.log"
+    try:
+        wait_for(lambda: not marked(state["id"]), 30, "the component and its log writer to finish")
+    finally:
+        kill_leftovers(state["id"])
+    expected = ["db mongodb://mc:***@127.0.0.1:1/?directConnection=true", "token ***", "done"]
+    assert log.read_text().splitlines() == expected
+    assert stat.S_IMODE(log.stat().st_mode) == 0o600
+
+
+def test_mlflow_ui_gets_secrets_by_environment_and_private_credentials(settings, tmp_path, monkeypatch):
+    store_uri = "postgresql://mc:db-secret@127.0.0.1:5432/mlflow"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", store_uri)
+    command, environment, credentials_file = stack.mlflow_ui(load_settings(), tmp_path)
+    credentials = json.loads(credentials_file.read_text())
+    assert stat.S_IMODE(credentials_file.stat().st_mode) == 0o600
+    assert "--app-name" in command and command[command.index("--app-name") + 1] == "basic-auth"
+    assert environment["MLFLOW_BACKEND_STORE_URI"] == store_uri
+    assert environment["MLFLOW_AUTH_ADMIN_PASSWORD"] == credentials["admin"]
+    for secret in ("db-secret", credentials["admin"], credentials["secret_key"]):
+        assert secret not in " ".join(command)
+    assert "db-secret" not in (tmp_path / "mlflow_auth.ini").read_text()
+    assert stack.mlflow_ui(load_settings(), tmp_path)[1] == environment  # generated once, then reused
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "https://me:token@dagshub.com/me/repo.mlflow")
+    assert stack.mlflow_ui(load_settings(), tmp_path) is None  # a remote server has its own UI
+
+
+def test_airflow_password_is_generated_once_and_private(tmp_path):
+    password_file = stack.airflow_credentials(tmp_path)
+    first = json.loads(password_file.read_text())
+    assert list(first) == ["admin"] and len(first["admin"]) >= 16
+    assert stat.S_IMODE(password_file.stat().st_mode) == 0o600
+    assert json.loads(stack.airflow_credentials(tmp_path).read_text()) == first
+
+
+def request(url: str, *, method: str = "GET", body: dict | None = None, token: str | None = None, basic=None):
+    headers = {"Content-Type": "application/json"}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    if basic:
+        headers["Authorization"] = "Basic " + base64.b64encode(":".join(basic).encode()).decode()
+    data = json.dumps(body).encode() if body is not None else None
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, data, headers, method=method), timeout=10) as answer:
+            return answer.status, json.loads(answer.read() or b"null") if "json" in answer.headers.get(
+                "Content-Type", ""
+            ) else None
+    except urllib.error.HTTPError as error:
+        return error.code, None
+    except OSError:  # not listening yet
+        return 0, None
+
+
+def marked(stack_id: str) -> list[psutil.Process]:
+    found = []
+    for process in psutil.process_iter():
+        try:
+            if process.environ().get(stack.MARKER) == stack_id:
+                found.append(process)
+        except psutil.Error:
+            continue
+    return found
+
+
+def start_stack(*arguments: str) -> subprocess.CompletedProcess:
+    return subprocess.run([*STACK, "up", *arguments], capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.slow
+def test_mlflow_ui_requires_a_login(settings, monkeypatch):
+    """The MLflow UI as `make up` starts it: basic-auth with the generated admin password, kept off command lines."""
+    port = free_port()
+    monkeypatch.setenv("MEDIACHECK_MLFLOW__UI_URL", f"http://127.0.0.1:{port}")
+    folder = settings.storage.root / "stack"
+    command, environment, credentials_file = stack.mlflow_ui(load_settings(), stack.state_dir())
+    credentials = json.loads(credentials_file.read_text())
+    env = {**os.environ, **environment, "PYTHONPATH": str(PROJECT_ROOT / "scripts")}
+    subprocess.run([sys.executable, "-c", LAUNCH, "mlflow", json.dumps(command)], env=env, check=True, timeout=60)
+    stack_id = json.loads((folder / "pids.json").read_text())["id"]
+    try:
+        url = f"http://127.0.0.1:{port}/api/2.0/mlflow/experiments/search?max_results=1"
+        assert wait_for(lambda: request(url)[0], 120, "the MLflow UI") == 401  # no login, no data
+        assert request(url, basic=("admin", "wrong"))[0] == 401
+        assert request(url, basic=("admin", credentials["admin"]))[0] == 200
+        assert request(f"http://127.0.0.1:{port}/")[0] == 401
+        command_lines = [" ".join(p.cmdline()) for p in marked(stack_id)]
+        assert command_lines and not [line for line in command_lines if credentials["admin"] in line]
+    finally:
+        subprocess.run([*STACK, "down"], capture_output=True, timeout=120)
+        kill_leftovers(stack_id)
+    log = (folder / "mlflow.log").read_text()
+    assert credentials["admin"] not in log and credentials["secret_key"] not in log
+    assert {stat.S_IMODE(p.stat().st_mode) for p in folder.iterdir()} == {0o600}
+
+
+@pytest.mark.slow
+def test_real_stack(settings, tmp_path, monkeypatch):
+    """`make up`, passwords in MONGO_URI and MLFLOW_TRACKING_URI: tasks log in, no secret shows, none outlives down."""
+    airflow_port = free_port()
+    monkeypatch.setenv("AIRFLOW__API__PORT", str(airflow_port))
+    monkeypatch.setenv("AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT", str(free_port()))
+    monkeypatch.setenv("AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT", str(free_port()))
+    # A remote tracking server that is down: scoring fails on it, with its URL in MLflow's error.
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://me:{MLFLOW_SECRET}@127.0.0.1:{free_port()}/")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    root, airflow_home, incoming = settings.storage.root, tmp_path / "airflow", tmp_path / "incoming"
+    incoming.mkdir()
+    Image.new("RGB", (64, 64), "gray").save(incoming / "photo.jpg")
+    processes: list[psutil.Process] = []
+    with mongo_with_login(tmp_path / "mongo") as server:
+        monkeypatch.setenv("MONGO_URI", with_login(server))  # no authSource: the login lives in admin
+        try:
+            up = start_stack("--airflow-home", str(airflow_home))
+            assert up.returncode == 0, up.stdout + up.stderr
+            assert "not answering" not in up.stdout
+            assert "mc:***@127.0.0.1" in up.stdout and "http://me:***@127.0.0.1" in up.stdout
+            state = json.loads((root / "stack" / "pids.json").read_text())
+            airflow_password = json.loads((airflow_home / "simple_auth_manager_passwords.json.generated").read_text())
+
+            api = f"http://127.0.0.1:{airflow_port}"
+            token = request(
+                f"{api}/auth/token", method="POST", body={"username": "admin", "password": airflow_password["admin"]}
+            )[1]["access_token"]
+            wait_for(lambda: request(f"{api}/api/v2/dags/score_incoming", token=token)[0] == 200, 120, "DAG parsed")
+            status, run = request(
+                f"{api}/api/v2/dags/score_incoming/dagRuns", method="POST", body={"logical_date": None}, token=token
+            )
+            assert status == 200, run
+            task_instances = f"{api}/api/v2/dags/score_incoming/dagRuns/{run['dag_run_id']}/taskInstances"
+
+            def finished(task: str):
+                answer = request(f"{task_instances}/{task}", token=token)[1] or {}
+                return answer.get("state") in ("success", "failed", "up_for_retry") and answer["state"]
+
+            # The listing reads MongoDB through the Airflow connection: it must log in.
+            assert wait_for(lambda: finished("list_new"), 150, "the listing task") == "success"
+            assert wait_for(lambda: finished("score_one/0"), 150, "the scoring task") in ("failed", "up_for_retry")
+            processes = marked(state["id"])
+            command_lines = [" ".join(p.cmdline()) for p in processes]
+        finally:
+            down = subprocess.run([*STACK, "down"], capture_output=True, text=True, timeout=120)
+        assert down.returncode == 0, down.stdout + down.stderr
+    assert len(processes) >= 5  # standalone, scheduler, dag processor, triggerer, API server, and any task
+    assert [p.pid for p in processes if alive(p.pid)] == []
+    assert marked(state["id"]) == []
+
+    score_log = "".join(p.read_text() for p in (airflow_home / "logs").rglob("task_id=score_one/**/*.log"))
+    assert "http://me:***@127.0.0.1" in score_log  # MLflow's error was logged, its password masked
+    secrets = [PASSWORD, quote_plus(PASSWORD), MLFLOW_SECRET, airflow_password["admin"]]
+    logs = [p for p in [*(root / "stack").glob("*.log"), *(airflow_home / "logs").rglob("*")] if p.is_file()]
+    for text in [up.stdout, up.stderr, down.stdout, *command_lines, *(p.read_text(errors="replace") for p in logs)]:
+        assert not [secret for secret in secrets if secret in text]
+    leaky = [p for p in [*root.rglob("*"), *airflow_home.rglob("*")] if stat.S_IMODE(p.stat().st_mode) & 0o077]
+    assert leaky == []  # databases, logs, credentials: owner only
+    assert {"airflow.db", "logs"} <= {p.name for p in airflow_home.iterdir()}
+
+
+def test_down_without_a_stack_does_nothing(settings):
+    down = subprocess.run([*STACK, "down"], capture_output=True, text=True, timeout=60)
+    assert (down.returncode, down.stdout.strip()) == (0, "nothing to stop")
