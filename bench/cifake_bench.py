@@ -114,7 +114,7 @@ def run(work: Path, args: argparse.Namespace) -> dict:
 
 def served_test_metrics(settings, test_files: list[str], plots: Path) -> dict:
     """The registered bundle on every official test file, read the way the score stage reads media."""
-    bundle = load_bundle(tracking.download_bundle(tracking.champion(settings)))
+    bundle = load_bundle(tracking.bundle_folder(settings, tracking.champion(settings)))
     labels = np.array([int(Path(f).parent.name.upper() == "FAKE") for f in test_files])
     probs = np.concatenate(
         [

@@ -120,7 +120,7 @@ def run_policy(policy: str, source: Path, work: Path) -> dict:
 
 def served_test_scores(settings, manifest_path: str) -> tuple[np.ndarray, np.ndarray]:
     """The registered bundle's probabilities on the stored test frames of this policy."""
-    bundle = load_bundle(tracking.download_bundle(tracking.champion(settings)))
+    bundle = load_bundle(tracking.bundle_folder(settings, tracking.champion(settings)))
     test = pd.read_parquet(manifest_path).query("split == 'test'")
     paths = test["frame_path"].tolist()
     probs = np.concatenate(

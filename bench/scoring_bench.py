@@ -96,7 +96,7 @@ def main() -> int:
         store.ensure_indexes()
         for path in [clip, *videos]:
             started = time.perf_counter()
-            summary = score_uri(str(path), loaded, config, store)
+            summary = score_uri(str(path), loaded, config, store, settle_s=0)
             total = time.perf_counter() - started
             timings = store.find_verdict(summary["content_id"])["timings_s"]
             stages = {k: round(v, 3) for k, v in timings.items() if k != "total"}

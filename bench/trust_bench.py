@@ -153,7 +153,7 @@ def world(name: str, args: argparse.Namespace, store_uri: str) -> World:
         sys.exit(f"{name}: no champion model under {root}: run again with --retrain")
     dataset = store.latest_dataset()
     found = World(name, settings, store, dataset, pd.read_parquet(dataset["manifest_path"]),
-                  load_bundle(tracking.download_bundle(ref)), ref, trained_s)  # fmt: skip
+                  load_bundle(tracking.bundle_folder(settings, ref)), ref, trained_s)  # fmt: skip
     found.alternatives = alternative_detectors(found)
     return found
 
@@ -297,10 +297,9 @@ def run_set(found: World, media: list[tuple[str, int]], distribution: str) -> di
     """Score every item with the product's scoring code; summarise with and without abstention."""
     rows, failed, started = [], 0, time.perf_counter()
     for index, (path, label) in enumerate(media):
-        data = Path(path).read_bytes()
+        head = Path(path).read_bytes()[:SNIFF_BYTES]
         try:
-            document, outputs = score.score_content(path, data, sniff_kind(data[:SNIFF_BYTES]), found.bundle,
-                                                    found.settings, {})  # fmt: skip
+            document, outputs = score.score_content(Path(path), sniff_kind(head), found.bundle, found.settings, {})
         except MediaError:
             failed += 1
             continue

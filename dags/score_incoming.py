@@ -2,7 +2,9 @@
 ### Score incoming media
 Lists the watched bucket (`storage.incoming_uri`: a local folder or `s3://`), skips
 everything already scored (identity is the content sha256, so renamed or re-dropped files
-are linked to their existing verdict), and scores each new object in its own mapped task
+are linked to their existing verdict), waits for objects still being written (unchanged for
+`score.settle_s`), records what cannot be media (FIFOs, dangling links, unreadable files) with
+its reason instead of failing, and scores each new object in its own mapped task
 with the `champion` model: uniform frames, calibrated frame scores, a video score by the
 configured aggregation rule and a three-band verdict (`real`, `uncertain`, `fake`) stored
 in MongoDB with per-frame scores and lineage. Media unlike the model's training data get
@@ -47,7 +49,7 @@ def score_incoming():
         from pipeline.stages import score
 
         settings = get_settings()
-        return score.unscored(settings, result_store(settings))
+        return score.survey(settings, result_store(settings)).new  # what cannot be media is logged and recorded
 
     @task(map_index_template="{{ uri.split('/')[-1] }}")
     def score_one(uri: str) -> dict:

@@ -5,6 +5,7 @@ Run as ``mediacheck ...`` or ``python -m pipeline ...``.
 
 from __future__ import annotations
 
+import csv
 import json
 import sys
 from collections.abc import Iterator
@@ -19,6 +20,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from pipeline.settings import SettingsError, get_settings
+from pipeline.store import StoreUnavailable
 
 app = typer.Typer(
     help="Detect AI-generated images and videos: prepare, train, evaluate, score.",
@@ -29,6 +31,7 @@ verdicts_app = typer.Typer(help="Query stored verdicts.", no_args_is_help=True)
 app.add_typer(verdicts_app, name="verdicts")
 # Piped or captured output gets wide lines rather than file names cut short at 80 columns.
 console = Console(width=None if sys.stdout.isatty() else 200)
+notices = Console(stderr=True)  # progress and notes: stdout stays machine-readable with --format jsonl/csv
 
 
 @contextmanager
@@ -38,7 +41,9 @@ def _store() -> Iterator:
 
     settings = get_settings()
     with mongo_uri(settings.mongo.uri, settings.storage.root / "mongo") as uri:
-        store = ResultStore.from_uri(uri, database=settings.mongo.database)
+        store = ResultStore.from_uri(
+            uri, database=settings.mongo.database, retries=settings.mongo.retries, timeout_s=settings.mongo.timeout_s
+        )
         try:
             yield store
         finally:
@@ -47,7 +52,7 @@ def _store() -> Iterator:
 
 def _progress() -> Progress:
     return Progress(
-        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), console=console
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), console=notices
     )
 
 
@@ -97,31 +102,67 @@ def evaluate(dataset_id: Annotated[str | None, typer.Option(help="Dataset versio
     _print_json({"model_version": loaded.ref.version, "dataset_id": dataset["_id"], "metrics": metrics})
 
 
+class OutputFormat(StrEnum):
+    table = "table"
+    jsonl = "jsonl"
+    csv = "csv"
+
+
+RESULT_FIELDS = ("uri", "content_id", "status", "verdict", "probability", "ood_score", "reason")
+
+
 @app.command()
 def score(
     path: Annotated[Path | None, typer.Argument(help="File or folder; default: the watched bucket.")] = None,
+    output: Annotated[
+        OutputFormat, typer.Option("--format", help="table, or one line per item: jsonl or csv (full URIs).")
+    ] = OutputFormat.table,
 ) -> None:
-    """Score media and store one verdict per item."""
+    """Score media and store one verdict per item; what cannot be media is listed with why."""
     from pipeline.stages import score as stage
 
     settings = get_settings()
     with _store() as store:
-        store.ensure_indexes()
-        if path is None:
-            uris = stage.unscored(settings, store)
-        else:
-            uris = [str(p) for p in sorted(path.rglob("*")) if p.is_file()] if path.is_dir() else [str(path)]
+        if path is not None and not path.is_dir():
+            uris, found = [str(path)], None
+        else:  # a folder given here is taken as it is now; the watched bucket waits for copies to settle
+            source = None if path is None else "file://" + str(path.resolve())
+            found = stage.survey(settings, store, source=source, settle_s=None if path is None else 0)
+            uris = found.new
+        if found and found.sidecars:
+            names = ", ".join(Path(uri).name for uri in found.sidecars[:3]) + (
+                ", ..." if len(found.sidecars) > 3 else ""
+            )
+            notices.print(f"not media, no verdict: {len(found.sidecars)} sidecar file(s) ({names})")
+        if found and found.waiting:
+            notices.print(f"{len(found.waiting)} file(s) still being written: a later run scores them")
+        others = found.not_scored() if found else []
         if not uris:
-            console.print("nothing new to score")
+            notices.print("nothing new to score")
+            if others:
+                _emit(others, output, title="not scored")
             return
         loaded = stage.load_champion(settings)
         results = []
         with _progress() as progress:
             task = progress.add_task("scoring", total=len(uris))
             for uri in uris:
-                results.append(stage.score_uri(uri, loaded, settings, store))
+                results.append(stage.score_uri(uri, loaded, settings, store, settle_s=None if path is None else 0))
                 progress.advance(task)
-    _verdict_table(results, title=f"model {loaded.ref.name} v{loaded.ref.version}")
+    _emit(results + others, output, title=f"model {loaded.ref.name} v{loaded.ref.version}")
+
+
+def _emit(rows: list[dict], output: OutputFormat, *, title: str) -> None:
+    """Results as a table for people, or as JSON lines / CSV with full URIs for joining with labels."""
+    if output == OutputFormat.table:
+        _verdict_table(rows, title=title)
+    elif output == OutputFormat.jsonl:
+        for row in rows:
+            sys.stdout.write(json.dumps({k: row.get(k) for k in RESULT_FIELDS}, default=str) + "\n")
+    else:
+        writer = csv.DictWriter(sys.stdout, fieldnames=RESULT_FIELDS, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
 
 
 class Band(StrEnum):
@@ -216,7 +257,7 @@ def _verdict_table(rows: list[dict], *, title: str) -> None:
             "-" if probability is None else f"{probability:.3f}",
             f"provenance: {why}" if row.get("basis") == "provenance" else why,
             "-" if ood is None else f"{ood:.3g}",
-            row["content_id"][:12],
+            (row.get("content_id") or "-")[:12],
         )
     console.print(table)
 
@@ -226,11 +267,16 @@ def _print_json(data: dict) -> None:
 
 
 def main() -> None:
+    from pipeline.prepare.sources import PrepareError
+
     try:
         app()
-    except SettingsError as error:
+    except (SettingsError, PrepareError) as error:  # the message says what to change: no traceback
         console.print(f"[red]{error}[/]")
         raise SystemExit(2) from None
+    except StoreUnavailable as error:
+        console.print(f"[red]{error}[/]")
+        raise SystemExit(3) from None
 
 
 if __name__ == "__main__":

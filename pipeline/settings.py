@@ -41,6 +41,10 @@ class MongoSettings(_Section):
     uri: str | None = Field(None, description="MongoDB URI; unset starts the embedded MongoDB-wire server.")
     database: str = "mediacheck"
     airflow_conn_id: str = "mongo_default"
+    retries: int = Field(
+        4, ge=0, le=20, description="Retries, with exponential backoff from 1 s, while MongoDB is unreachable."
+    )
+    timeout_s: float = Field(5.0, gt=0, description="How long one attempt waits for a MongoDB server to answer.")
 
 
 class MlflowSettings(_Section):
@@ -70,10 +74,28 @@ class PrepareSettings(_Section):
     test_fraction: float = Field(0.15, gt=0, lt=0.5, description="Share of groups' items for test.")
     seed: int = Field(1337, description="Seed of the grouped split and of training.")
     label_map: dict[str, int] = Field(
-        default_factory=lambda: {"real": 0, "fake": 1, "ai": 1, "0": 0, "1": 1},
-        description="Folder name (case-insensitive) -> label, 0 = real, 1 = AI-generated.",
+        default_factory=dict,
+        description="More label words (folder names and labels.csv, any case) -> 0 = real, 1 = AI-generated; "
+        "real/fake, 0/1, human/ai, authentic/ai-generated and the like are built in.",
     )
     ffmpeg_timeout_s: float = Field(120.0, gt=0)
+    max_decode_side: int = Field(
+        1024,
+        ge=32,
+        le=16384,
+        description="FFmpeg scales video frames down (aspect kept, never up) so their longer side is at most "
+        "this before they reach Python: a 8192x8192 video costs what a 1024x1024 one does. Prepare and "
+        "scoring both decode at this size.",
+    )
+    max_video_pixels: int = Field(
+        8192 * 4320,
+        ge=1,
+        description="Videos whose frames have more pixels (width x height) are refused with this reason; "
+        "default 8K (8192x4320, 35.4 MP).",
+    )
+    max_video_duration_s: float = Field(
+        7200.0, gt=0, description="Longer videos are refused with this reason (default two hours)."
+    )
 
 
 class ModelSettings(_Section):
@@ -171,6 +193,21 @@ class ScoreSettings(_Section):
     )
     batch_size: int = Field(32, ge=1)
     max_upload_mb: int = Field(512, ge=1, description="Largest file the Detections view accepts for upload.")
+    max_object_mb: int = Field(
+        2048, ge=1, description="Largest object scored; larger ones get a 'failed' verdict (hashed, never decoded)."
+    )
+    settle_s: float = Field(
+        10.0,
+        ge=0,
+        description="An object is scored once unchanged (size and modification time) for this long, so a copy "
+        "or upload in progress is never scored half-written.",
+    )
+    claim_ttl_s: float = Field(
+        900.0,
+        gt=0,
+        description="How long a scorer's claim on an object lasts: another run skips it meanwhile, then may "
+        "take it over (at once when the claimer is a dead process on the same host).",
+    )
 
 
 class Settings(BaseSettings):

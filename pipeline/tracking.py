@@ -8,7 +8,9 @@ DagsHub is strictly opt-in: only with ``mlflow.dagshub_repo`` set and a
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -23,6 +25,7 @@ from pipeline.settings import Settings
 
 CHAMPION = "champion"
 BUNDLE_PATH = "bundle"
+BUNDLE_CACHE_VERSIONS = 3  # model versions whose bundles stay on local disk
 TRACKING_URI_ENV = "MLFLOW_TRACKING_URI"
 
 
@@ -136,12 +139,40 @@ def promote(ref: ModelRef, *, reason: str) -> None:
     client.set_model_version_tag(ref.name, ref.version, "promotion_reason", reason)
 
 
-def download_bundle(ref: ModelRef, destination: Path | None = None) -> Path:
-    """Fetch a version's calibrated bundle folder to local disk."""
-    destination = destination or Path(tempfile.mkdtemp(prefix=f"bundle-v{ref.version}-"))
-    return Path(
-        mlflow.artifacts.download_artifacts(run_id=ref.run_id, artifact_path=BUNDLE_PATH, dst_path=str(destination))
-    )
+def bundle_folder(settings: Settings, ref: ModelRef) -> Path:
+    """A version's calibrated bundle, downloaded once into ``storage.root/cache/bundles`` and reused.
+
+    Every task and run of one model version shares the folder. A download lands in a staging
+    folder and is renamed into place, so a process killed mid-download, or two downloading at
+    once, leave only whole bundles; the ``BUNDLE_CACHE_VERSIONS`` most recently used stay.
+    """
+    cache = settings.storage.root / "cache" / "bundles"
+    target = cache / f"{ref.name}-v{ref.version}-{ref.run_id[:12]}"
+    if not target.is_dir():
+        cache.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(dir=cache, prefix=".download-"))
+        try:
+            downloaded = mlflow.artifacts.download_artifacts(
+                run_id=ref.run_id, artifact_path=BUNDLE_PATH, dst_path=str(staging)
+            )
+            try:
+                Path(downloaded).rename(target)
+            except OSError:  # another process put the same version in place first
+                if not target.is_dir():
+                    raise
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+    os.utime(target)  # most recently used
+    _evict(cache)
+    return target
+
+
+def _evict(cache: Path) -> None:
+    """Drop all but the most recently used bundles, and staging folders abandoned over an hour ago."""
+    bundles = sorted((p for p in cache.iterdir() if not p.name.startswith(".")), key=lambda p: -p.stat().st_mtime)
+    abandoned = [p for p in cache.glob(".download-*") if time.time() - p.stat().st_mtime > 3600]
+    for folder in bundles[BUNDLE_CACHE_VERSIONS:] + abandoned:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def run_url(settings: Settings, run_id: str) -> str | None:

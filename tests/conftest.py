@@ -146,7 +146,9 @@ def scored_verdicts(tmp_path_factory, mongo_uri):
     bundle = load_bundle(save_bundle(root / "bundle", model, Calibration(real_below=0.3, fake_from=0.7), metadata,
                                      check_frames=crops[:2].astype(np.float32), distribution=distribution))  # fmt: skip
     loaded = score.LoadedModel(bundle, tracking.ModelRef("mediacheck-detector", "1", "run-untrained"))
-    settings = load_settings(storage={"root": root / "data", "incoming_uri": (root / "incoming").as_uri()})
+    settings = load_settings(
+        storage={"root": root / "data", "incoming_uri": (root / "incoming").as_uri()}, score={"settle_s": 0}
+    )
     store = ResultStore.from_uri(mongo_uri, database="scored_verdicts")
     dropped = drop_incoming(root / "incoming")
     results = [score.score_uri(path.as_uri(), loaded, settings, store) for path in dropped]

@@ -10,27 +10,31 @@ no second verdict; its new location is linked to the existing one.
 
 from __future__ import annotations
 
-import hashlib
+import logging
+import os
+import socket
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import lru_cache
+from pathlib import Path
 
 import fsspec
 import numpy as np
 
-from pipeline import tracking
+from pipeline import bucket, tracking
 from pipeline.aggregate import aggregate
 from pipeline.media.faces import frame_region
 from pipeline.media.images import MediaError, as_stored, decode_image, encode_jpeg, resize_to_square
 from pipeline.media.provenance import read_provenance
-from pipeline.media.sniff import SNIFF_BYTES, sniff_format, sniff_kind
+from pipeline.media.sniff import SNIFF_BYTES, sniff_format, sniff_path_kind
 from pipeline.media.stats import image_stats, video_stats
-from pipeline.media.video import extract_frames_from
+from pipeline.media.video import DecodeLimits, extract_frames
 from pipeline.model.bundle import ModelBundle, load_bundle
 from pipeline.model.explain import grad_cam, overlay
 from pipeline.model.onnx_export import CAM, EMBEDDING, LOGIT
 from pipeline.settings import Settings
-from pipeline.store import ResultStore
+from pipeline.store import ResultStore, StoreUnavailable
 from pipeline.verdicts import decide
 
 
@@ -47,72 +51,201 @@ class LoadedModel:
 PROCESSED, FAILED = ".processed", ".failed"  # hidden: never listed as incoming
 EVIDENCE_FRAMES, EVIDENCE_SIZE = 3, 160  # the highest-scoring frames, kept as small JPEGs for review
 EXPLAINED = ("fake", "uncertain")  # verdicts whose evidence frames also get Grad-CAM overlays
+log = logging.getLogger(__name__)
 
 
-def list_incoming(settings: Settings) -> list[tuple[str, int]]:
-    """Every object in the watched bucket as (URI, size); hidden files and folders are skipped."""
-    fs, root = fsspec.core.url_to_fs(settings.storage.incoming_uri)
-    root = root.rstrip("/")
-    if not fs.exists(root):
-        fs.makedirs(root, exist_ok=True)
-        return []
-    found = fs.find(root, detail=True)
-    return [
-        (fs.unstrip_protocol(path), int(info.get("size") or 0))
-        for path, info in sorted(found.items())
-        if not any(part.startswith(".") for part in path[len(root) :].split("/"))
-    ]
+@dataclass
+class Survey:
+    """One look at the watched bucket: what to score now, and what was left and why."""
+
+    new: list[str] = field(default_factory=list)
+    waiting: list[str] = field(default_factory=list)  # still being written: a later run takes them
+    skipped: list[bucket.Skipped] = field(default_factory=list)
+    sidecars: list[str] = field(default_factory=list)
+    linked: list[dict] = field(default_factory=list)  # known content at a new location: no new verdict
+
+    def not_scored(self) -> list[dict]:
+        """Summaries of what this look found but did not score: linked and skipped objects."""
+        return self.linked + [{"uri": s.uri, "status": "skipped", "reason": s.reason} for s in self.skipped]
+
+
+def survey(
+    settings: Settings, store: ResultStore, *, source: str | None = None, settle_s: float | None = None
+) -> Survey:
+    """What in the watched bucket (or ``source``, a folder URI) needs a verdict.
+
+    No entry stops the rest: what cannot be media is recorded as skipped with its reason.
+    Objects modified in the last ``settle_s`` (default ``score.settle_s``) are waited for once,
+    then left for a later run if they are still changing. An object recorded at the same location with
+    the same size and modification time is not read again; anything else is hashed, and
+    content already scored only gets its new location linked.
+    """
+    store.ensure_indexes()
+    for content_id, holder in store.claim_holders().items():
+        if _is_dead_here(holder):  # a scorer killed mid-object: its work is open again
+            store.release_claim(content_id, owner=holder)
+    listing = bucket.list_bucket(source or settings.storage.incoming_uri)
+    found = Survey(skipped=listing.skipped, sidecars=listing.sidecars)
+    for entry in listing.skipped:
+        log.info("not scored: %s: %s", entry.uri, entry.reason)
+        store.record_intake(entry.uri, status="skipped", reason=entry.reason)
+    if listing.sidecars:
+        log.info("not media, no verdict: %d sidecar file(s) such as %s", len(listing.sidecars), listing.sidecars[0])
+    settle_s = settings.score.settle_s if settle_s is None else settle_s
+    ready, young = bucket.settled(listing.objects, settle_s=settle_s, now=time.time())
+    if young:
+        now_ready, found.waiting = _settle(young, settle_s)
+        ready += now_ready
+    for obj in ready:
+        try:
+            state, content_id = _look_at(obj, settings, store)
+            if state == "new":
+                found.new.append(obj.uri)
+            elif state == "linked":
+                found.linked.append({"uri": obj.uri, "content_id": content_id, "status": "already_scored"})
+        except bucket.StillWriting:
+            found.waiting.append(obj.uri)
+        except bucket.ObjectError as error:
+            log.info("not scored: %s: %s", obj.uri, error)
+            store.record_intake(obj.uri, status="skipped", reason=str(error))
+            found.skipped.append(bucket.Skipped(obj.uri, str(error)))
+    return found
+
+
+def _settle(young: list[bucket.BucketObject], settle_s: float) -> tuple[list[bucket.BucketObject], list[str]]:
+    """Wait until the youngest object would have settled; those unchanged since are ready, the rest wait."""
+    time.sleep(max(0.0, min(settle_s, max(o.mtime for o in young) + settle_s - time.time())))
+    unchanged = [bucket.stat_object(o.uri) == o for o in young]
+    return (
+        [o for o, same in zip(young, unchanged, strict=True) if same],
+        [o.uri for o, same in zip(young, unchanged, strict=True) if not same],
+    )
 
 
 def unscored(settings: Settings, store: ResultStore) -> list[str]:
-    """Objects in the watched bucket with no verdict yet.
+    """URIs in the watched bucket with no verdict yet (see :func:`survey`)."""
+    return survey(settings, store).new
 
-    An object already recorded at the same location with the same size is skipped without
-    reading it; anything else is hashed, and known content only gets its location linked.
-    """
-    store.ensure_indexes()
-    new = []
-    for uri, size in list_incoming(settings):
-        if store.known_source_size(uri) == size:
-            continue
-        with fsspec.open(uri, "rb") as handle:
-            content_id = hashlib.sha256(handle.read()).hexdigest()
-        existing = store.find_verdict(content_id)
-        if existing is None:
-            new.append(uri)
-            continue
-        store.link_source(content_id, uri)
-        if settings.score.after_scoring == "move":
-            folder = PROCESSED if existing["status"] == "scored" else FAILED
-            store.link_source(content_id, _move_aside(uri, folder, content_id))
-    return new
+
+def _look_at(obj: bucket.BucketObject, settings: Settings, store: ResultStore) -> tuple[str, str | None]:
+    """``("new", None)``, ``("known", id)`` when unchanged since last seen, or ``("linked", id)``
+    when its content already has a verdict (a re-drop or rename: the location is linked)."""
+    seen = store.intake_record(obj.uri)
+    if seen and seen.get("content_id") and (seen.get("size"), seen.get("mtime")) == (obj.size, obj.mtime):
+        return "known", seen["content_id"]
+    content_id = bucket.content_sha256(obj, spool_dir=_spool_dir(settings))
+    existing = store.find_verdict(content_id)
+    if existing is None:
+        return "new", None
+    _link(store, obj, content_id, existing["status"], settings)
+    return "linked", content_id
+
+
+def _link(store: ResultStore, obj: bucket.BucketObject, content_id: str, status: str, settings: Settings) -> None:
+    """Attach a location holding known content to its verdict (moving it aside if configured)."""
+    store.link_source(content_id, obj.uri)
+    store.record_intake(obj.uri, status="linked", content_id=content_id, size=obj.size, mtime=obj.mtime)
+    if settings.score.after_scoring == "move":
+        store.link_source(content_id, _move_aside(obj.uri, PROCESSED if status == "scored" else FAILED, content_id))
+
+
+@lru_cache(maxsize=2)
+def _loaded_version(ref: tracking.ModelRef, folder: Path) -> LoadedModel:
+    return LoadedModel(load_bundle(folder), ref)
 
 
 def load_champion(settings: Settings) -> LoadedModel:
+    """The champion, loaded once per process and model version; its bundle is downloaded once per version."""
     ref = tracking.champion(settings)
     if ref is None:
         raise NoModelError(
             f"no '{tracking.CHAMPION}' version of {settings.mlflow.registered_model}: train a model first"
         )
-    return LoadedModel(load_bundle(tracking.download_bundle(ref)), ref)
+    return _loaded_version(ref, tracking.bundle_folder(settings, ref))
 
 
-def score_uri(uri: str, loaded: LoadedModel, settings: Settings, store: ResultStore) -> dict:
-    """Score one object and store its verdict; returns a short summary."""
+def score_uri(
+    uri: str, loaded: LoadedModel, settings: Settings, store: ResultStore, *, settle_s: float | None = None
+) -> dict:
+    """Score one object and store its verdict; returns a short summary.
+
+    Whatever the object turns out to be, this returns: a vanished, unreadable or non-regular
+    object is recorded as ``skipped`` with its reason, one still being written is left
+    (``waiting``) without a trace, and content another scorer has claimed is left to it.
+    """
+    obj = bucket.stat_object(uri)
+    if obj is None:
+        return _skip(store, uri, "vanished before it was read")
+    settle_s = settings.score.settle_s if settle_s is None else settle_s
+    if time.time() - obj.mtime < settle_s:
+        return {"uri": uri, "status": "waiting", "reason": "still being written"}
+    try:
+        with bucket.materialised(
+            obj, max_bytes=settings.score.max_object_mb * 1024 * 1024, spool_dir=_spool_dir(settings)
+        ) as item:
+            summary = _score_claimed(obj, item, loaded, settings, store)
+    except bucket.StillWriting:
+        return {"uri": uri, "status": "waiting", "reason": "still being written"}
+    except bucket.ObjectError as error:
+        return _skip(store, uri, str(error))
+    if settings.score.after_scoring == "move" and summary["status"] in ("scored", "failed"):
+        folder = PROCESSED if summary["status"] == "scored" else FAILED
+        store.link_source(summary["content_id"], _move_aside(uri, folder, summary["content_id"]))
+    return summary
+
+
+def _skip(store: ResultStore, uri: str, reason: str) -> dict:
+    store.record_intake(uri, status="skipped", reason=reason)
+    return {"uri": uri, "status": "skipped", "reason": reason}
+
+
+def _score_claimed(
+    obj: bucket.BucketObject, item: bucket.Materialised, loaded: LoadedModel, settings: Settings, store: ResultStore
+) -> dict:
+    """Score content under a claim in MongoDB, so that two scorers never do the same work."""
+    content_id = item.content_id
+    existing = store.find_verdict(content_id)
+    if existing is not None:
+        _link_in_place(store, obj, content_id)
+        return {"uri": obj.uri, "content_id": content_id, "status": "already_scored"}
+    owner = _claimer()
+    holder = store.claim(content_id, owner=owner, ttl_s=settings.score.claim_ttl_s)
+    if holder is not None and not (
+        _is_dead_here(holder)
+        and store.take_over_claim(content_id, holder=holder, owner=owner, ttl_s=settings.score.claim_ttl_s)
+    ):
+        return {"uri": obj.uri, "content_id": content_id, "status": "claimed", "reason": f"being scored by {holder}"}
+    try:
+        if store.find_verdict(content_id) is not None:  # finished by the previous holder meanwhile
+            _link_in_place(store, obj, content_id)
+            summary = {"uri": obj.uri, "content_id": content_id, "status": "already_scored"}
+        else:
+            summary = _score_new(obj, item, loaded, settings, store)
+    except StoreUnavailable:
+        raise  # the claim expires, or is taken over once this process is gone
+    except BaseException:
+        store.release_claim(content_id, owner=owner)
+        raise
+    store.release_claim(content_id, owner=owner)
+    return summary
+
+
+def _link_in_place(store: ResultStore, obj: bucket.BucketObject, content_id: str) -> None:
+    store.link_source(content_id, obj.uri)
+    store.record_intake(obj.uri, status="linked", content_id=content_id, size=obj.size, mtime=obj.mtime)
+
+
+def _score_new(
+    obj: bucket.BucketObject, item: bucket.Materialised, loaded: LoadedModel, settings: Settings, store: ResultStore
+) -> dict:
     started = time.perf_counter()
-    with fsspec.open(uri, "rb") as handle:
-        data = handle.read()
-    content_id = hashlib.sha256(data).hexdigest()
-    if store.find_verdict(content_id) is not None:
-        store.link_source(content_id, uri)
-        return {"uri": uri, "content_id": content_id, "status": "already_scored"}
-    timings = {"read": time.perf_counter() - started}
+    timings = {"read": 0.0}
     document = {
-        "_id": content_id,
-        "content_id": content_id,
-        "source_uri": uri,
-        "kind": sniff_kind(data[:SNIFF_BYTES]),
-        "size_bytes": len(data),
+        "_id": item.content_id,
+        "content_id": item.content_id,
+        "source_uri": obj.uri,
+        "kind": _sniffed_kind(item.path, settings),
+        "size_bytes": item.size,
         "config_hash": settings.config_hash(),
         "model": {
             "name": loaded.ref.name,
@@ -123,19 +256,28 @@ def score_uri(uri: str, loaded: LoadedModel, settings: Settings, store: ResultSt
         },
     }
     try:
-        document |= score_content(uri, data, document["kind"], loaded.bundle, settings, timings)[0]
+        if item.path is None:
+            raise MediaError(
+                f"larger than score.max_object_mb ({settings.score.max_object_mb} MB): {item.size / 2**20:.0f} MB"
+            )
+        document |= score_content(item.path, document["kind"], loaded.bundle, settings, timings)[0]
         document["status"] = "scored"
     except MediaError as error:
         document |= {"status": "failed", "verdict": None, "reason": str(error)}
     document["timings_s"] = {**timings, "total": time.perf_counter() - started}
     document["scored_at"] = datetime.now(UTC)
     store.record_verdict(document)
-    if settings.score.after_scoring == "move":
-        folder = PROCESSED if document["status"] == "scored" else FAILED
-        store.link_source(content_id, _move_aside(uri, folder, content_id))
+    store.record_intake(
+        obj.uri,
+        status=document["status"],
+        reason=document.get("reason"),
+        content_id=item.content_id,
+        size=obj.size,
+        mtime=obj.mtime,
+    )
     return {
-        "uri": uri,
-        "content_id": content_id,
+        "uri": obj.uri,
+        "content_id": item.content_id,
         "kind": document["kind"],
         "status": document["status"],
         "verdict": document.get("verdict"),
@@ -144,6 +286,38 @@ def score_uri(uri: str, loaded: LoadedModel, settings: Settings, store: ResultSt
         "ood_score": document.get("ood_score"),
         "reason": document.get("reason"),
     }
+
+
+def _sniffed_kind(path: Path | None, settings: Settings) -> str:
+    """Image, video (any container FFmpeg decodes, animated images included) or unknown."""
+    if path is None:
+        return "unknown"
+    try:
+        return sniff_path_kind(path, timeout_s=settings.prepare.ffmpeg_timeout_s)
+    except OSError:
+        return "unknown"
+
+
+def _spool_dir(settings: Settings) -> Path:
+    return settings.storage.root / "spool"
+
+
+def _claimer() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _is_dead_here(holder: str) -> bool:
+    """Whether a claim's holder is a process on this host that no longer runs (killed mid-object)."""
+    host, _, pid = holder.rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
 
 
 def _move_aside(uri: str, folder: str, content_id: str) -> str:
@@ -169,22 +343,29 @@ def model_frame(rgb: np.ndarray, bundle: ModelBundle) -> np.ndarray:
 
 
 def score_content(
-    uri: str, data: bytes, kind: str, bundle: ModelBundle, settings: Settings, timings: dict[str, float]
+    path: Path, kind: str, bundle: ModelBundle, settings: Settings, timings: dict[str, float]
 ) -> tuple[dict, dict[str, np.ndarray]]:
-    """The verdict fields for one media item's bytes (nothing is stored) and the model's per-frame outputs.
+    """The verdict fields for one local media file (nothing is stored) and the model's per-frame outputs.
 
-    Raises ``MediaError`` for content that cannot be scored.
+    Images are decoded from memory (their size is bounded by the pixel limit); videos are read
+    by FFmpeg from the file. Raises ``MediaError`` for content that cannot be scored.
     """
     started = time.perf_counter()
     if kind == "image":
+        data = path.read_bytes()
         rgb, _ = decode_image(data)
         stats = image_stats(sniff_format(data[:SNIFF_BYTES]), rgb.shape[1], rgb.shape[0], len(data))
         frames, times = [model_frame(rgb, bundle)], [0.0]
+        provenance = read_provenance(data)
     elif kind == "video":
-        info, extracted = extract_frames_from(
-            uri, data, count=bundle.metadata["frames_per_video"], timeout_s=settings.prepare.ffmpeg_timeout_s
+        info, extracted = extract_frames(
+            str(path),
+            count=bundle.metadata["frames_per_video"],
+            timeout_s=settings.prepare.ffmpeg_timeout_s,
+            limits=DecodeLimits.from_settings(settings.prepare),
         )
         stats = video_stats(info)
+        provenance = read_provenance(path)
         frames = [model_frame(f.rgb, bundle) for f in extracted]
         times = [f.time_s for f in extracted]
     else:
@@ -202,7 +383,6 @@ def score_content(
     )
     probability = aggregate(probs, rule)
     ood = bundle.distribution.assess(outputs.get(EMBEDDING), stats) if bundle.distribution else None
-    provenance = read_provenance(data)
     decision = decide(probability, bundle.calibration, ood, provenance)
     timings["assess"] = time.perf_counter() - started
     strongest = np.argsort(-probs, kind="stable")[:EVIDENCE_FRAMES]
@@ -245,9 +425,10 @@ def score_content(
 
 
 def run(settings: Settings, store: ResultStore) -> list[dict]:
-    """Score everything new in the watched bucket (the CLI's path)."""
-    uris = unscored(settings, store)
-    if not uris:
-        return []
+    """Score everything new in the watched bucket; skipped objects are listed with their reasons."""
+    found = survey(settings, store)
+    others = found.not_scored()
+    if not found.new:
+        return others
     loaded = load_champion(settings)
-    return [score_uri(uri, loaded, settings, store) for uri in uris]
+    return [score_uri(uri, loaded, settings, store) for uri in found.new] + others

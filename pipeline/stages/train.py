@@ -22,6 +22,7 @@ from pipeline.model.evaluate import binary_metrics, save_plots
 from pipeline.model.onnx_export import EMBEDDING, LOGIT, concatenated, keras_outputs
 from pipeline.model.ood import TrainingDistribution, fit_distribution
 from pipeline.model.train import HEAD, train_two_phase
+from pipeline.prepare.dataset import check_trainable
 from pipeline.settings import ModelSettings, Settings
 from pipeline.store import ResultStore
 from pipeline.verdicts import OUTSIDE, decide, selective_metrics
@@ -69,6 +70,7 @@ def run(settings: Settings, store: ResultStore, *, dataset_id: str | None = None
     """Train, calibrate on validation, describe the training data, evaluate on test, register, maybe promote."""
     dataset = resolve_dataset(store, dataset_id)
     manifest = pd.read_parquet(dataset["manifest_path"])
+    check_trainable(manifest, dataset["_id"], dataset["source_uri"])
     model_settings = settings.model
     batch = model_settings.batch_size
     started = time.perf_counter()
@@ -251,13 +253,20 @@ def _media_verdicts(
 def _promote_if_better(
     settings: Settings, ref: tracking.ModelRef, metrics: dict, manifest: pd.DataFrame
 ) -> tuple[bool, str]:
-    """Move ``champion`` to the new version only if it beats the champion on this same test set."""
-    current = tracking.champion(settings)
+    """Move ``champion`` to the new version only if it has a test AUC and beats the champion on this same test set."""
     new_score = metrics.get(PROMOTION_METRIC, float("nan"))
+    if np.isnan(new_score):
+        labels = manifest.loc[manifest["split"] == "test"].drop_duplicates("content_id")["label"]
+        return False, (
+            f"v{ref.version} has no test {PROMOTION_METRIC}: its test split holds {int((labels == 0).sum())} real "
+            f"and {int((labels == 1).sum())} fake media, and a model is never promoted without a test "
+            f"{PROMOTION_METRIC}; the champion stays as it was"
+        )
+    current = tracking.champion(settings)
     if current is None:
         tracking.promote(ref, reason="first registered model")
         return True, "no champion yet: the first model becomes champion"
-    champion = load_bundle(tracking.download_bundle(current))
+    champion = load_bundle(tracking.bundle_folder(settings, current))
     logits, labels = split_logits(champion, manifest, "test", settings.model.batch_size)
     old_score = binary_metrics(labels, champion.calibration.probability(logits), champion.calibration.threshold).get(
         PROMOTION_METRIC, float("nan")

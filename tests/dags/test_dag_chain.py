@@ -15,7 +15,7 @@ import pytest
 from pipeline import tracking
 from pipeline.services import airflow_environment
 from pipeline.settings import PROJECT_ROOT
-from pipeline.store import DATASETS, MEDIA, TRAINING_RUNS, VERDICTS, ResultStore
+from pipeline.store import DATASETS, INTAKE, MEDIA, TRAINING_RUNS, VERDICTS, ResultStore
 from pipeline.synthetic import drop_incoming
 
 pytestmark = pytest.mark.slow
@@ -38,6 +38,9 @@ def test_dag_chain_end_to_end(settings, mongo_uri, synthetic_source, tmp_path):
         timeout=300,
     )
     dropped = drop_incoming(tmp_path / "incoming")
+    os.mkfifo(tmp_path / "incoming" / "pipe.mp4")  # poison pills: neither may fail a task
+    (tmp_path / "incoming" / "gone.jpg").symlink_to(tmp_path / "nowhere.jpg")
+    (tmp_path / "incoming" / "labels.csv").write_text("file,label\n")
     conf = json.dumps({"source_uri": str(synthetic_source.root), "frames_per_video": 3})
     run = subprocess.run(
         [
@@ -74,6 +77,8 @@ def test_dag_chain_end_to_end(settings, mongo_uri, synthetic_source, tmp_path):
     assert len(verdicts) == len(dropped)
     assert {v["model"]["run_id"] for v in verdicts} == {training["_id"]}
     assert sum(v["status"] == "scored" for v in verdicts) == len(dropped) - 1  # notes.mp4 is not media
+    skipped = {d["_id"].rsplit("/", 1)[-1]: d["reason"] for d in store.db[INTAKE].find({"status": "skipped"})}
+    assert skipped == {"pipe.mp4": "not a regular file (a FIFO)", "gone.jpg": "dangling symbolic link"}
     scored = [v for v in verdicts if v["status"] == "scored"]
     assert all(v["ood"]["threshold"] == training["ood"]["threshold"] and v["ood_score"] is not None for v in scored)
     assert all(v["provenance"]["c2pa"]["state"] == "absent" and v["basis"] == "model" for v in scored)

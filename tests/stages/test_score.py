@@ -41,8 +41,8 @@ def test_a_bundle_from_before_out_of_distribution_checks_still_scores(scored_ver
 
     fitted = scored_verdicts.bundle
     older = ModelBundle(fitted.folder, fitted.calibration, {k: v for k, v in fitted.metadata.items() if k != "ood"})
-    data = next(p for p in scored_verdicts.dropped if p.name == "chart.jpg").read_bytes()
-    document, outputs = score_content("chart.jpg", data, sniff_kind(data), older, scored_verdicts.settings, {})
+    chart = next(p for p in scored_verdicts.dropped if p.name == "chart.jpg")
+    document, outputs = score_content(chart, sniff_kind(chart.read_bytes()), older, scored_verdicts.settings, {})
     assert older.distribution is None and document["ood"] is None and document["ood_score"] is None
     assert document["reason"] != "outside the training distribution" and "embedding" in outputs
     assert document["verdict"] == document["model_verdict"] == older.calibration.verdict(document["probability"])
