@@ -15,6 +15,7 @@ import hashlib
 import os
 import re
 import secrets
+import stat
 import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +29,30 @@ from pipeline.settings import Settings
 
 _UNSAFE = re.compile(r"[^\w.-]+")
 MAX_NAME_BYTES = 200  # in UTF-8; with the content-id prefix still within NAME_MAX (255 bytes)
+PARTIAL_PREFIX = ".upload-"  # an upload being written; published by a hard link when complete
+ABANDONED_AFTER_S = 3600.0  # a partial upload this old was left by a process killed mid-upload
+
+
+def remove_abandoned_uploads(incoming_uri: str, *, now: float) -> list[str]:
+    """Delete partial uploads that a killed process left in a local bucket; return their paths.
+
+    Only the pipeline's own hidden partial files are touched, never anything a user dropped.
+    """
+    fs, root = fsspec.core.url_to_fs(incoming_uri)
+    if not isinstance(fs, LocalFileSystem):
+        return []
+    removed = []
+    for path in Path(root).glob(f"{PARTIAL_PREFIX}*"):
+        try:
+            info = path.lstat()
+            if stat.S_ISREG(info.st_mode) and now - info.st_mtime > ABANDONED_AFTER_S:
+                path.unlink()
+                removed.append(str(path))
+        except FileNotFoundError:  # published or removed meanwhile
+            continue
+    return removed
+
+
 MAX_SUFFIX_BYTES = 16  # a longer "extension" is part of the name, cut like the rest
 PREFIX_CHARS = 12  # of the content id, in front of a name that is taken
 CHUNK_BYTES = 1 << 20
@@ -82,7 +107,7 @@ class Upload:
         self._local = isinstance(self._fs, LocalFileSystem)
         folder = Path(self._root) if self._local else settings.storage.root / "spool"
         folder.mkdir(parents=True, exist_ok=True)
-        self._path = folder / f".upload-{secrets.token_hex(8)}"  # hidden: the bucket's listing skips it
+        self._path = folder / f"{PARTIAL_PREFIX}{secrets.token_hex(8)}"  # hidden: never listed
         self._file = os.fdopen(os.open(self._path, _CREATE, 0o600), "wb")
         self._digest = hashlib.sha256()
         self._head = b""

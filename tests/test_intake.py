@@ -154,3 +154,25 @@ def test_a_remote_bucket_names_each_content_by_its_id(settings, s3_bucket):
         f"incoming/{second.content_id[:12]}-photo.jpg": jpeg_bytes(seed=2),
     }
     assert list((settings.storage.root / "spool").iterdir()) == []  # the local spool is cleaned up
+
+
+def test_partial_uploads_abandoned_by_a_killed_process_are_removed_and_nothing_else(settings, store):
+    import time
+
+    from pipeline.intake import ABANDONED_AFTER_S, PARTIAL_PREFIX, remove_abandoned_uploads
+    from pipeline.stages.score import survey
+
+    bucket = Path(settings.storage.incoming_uri.removeprefix("file://"))
+    bucket.mkdir(parents=True, exist_ok=True)
+    old = time.time() - ABANDONED_AFTER_S - 60
+    abandoned, in_progress = bucket / f"{PARTIAL_PREFIX}dead", bucket / f"{PARTIAL_PREFIX}live"
+    dropped, hidden = bucket / "old-photo.jpg", bucket / ".user-notes"
+    for path in (abandoned, in_progress, dropped, hidden):
+        path.write_bytes(b"data")
+    for path in (abandoned, dropped, hidden):
+        os.utime(path, (old, old))
+    assert remove_abandoned_uploads(settings.storage.incoming_uri, now=time.time()) == [str(abandoned)]
+    assert sorted(p.name for p in bucket.iterdir()) == sorted(p.name for p in (in_progress, dropped, hidden))
+    os.utime(in_progress, (old, old))
+    survey(settings, store)  # every look at the watched bucket cleans up
+    assert not in_progress.exists() and dropped.exists() and hidden.exists()

@@ -24,6 +24,7 @@ import numpy as np
 
 from pipeline import bucket, tracking
 from pipeline.aggregate import aggregate
+from pipeline.intake import remove_abandoned_uploads
 from pipeline.media.faces import frame_region
 from pipeline.media.images import MediaError, as_stored, decode_image, encode_jpeg, resize_to_square
 from pipeline.media.provenance import read_provenance
@@ -84,6 +85,9 @@ def survey(
     for content_id, holder in store.claim_holders().items():
         if _is_dead_here(holder):  # a scorer killed mid-object: its work is open again
             store.release_claim(content_id, owner=holder)
+    if source is None:
+        for path in remove_abandoned_uploads(settings.storage.incoming_uri, now=time.time()):
+            log.info("removed a partial upload abandoned by a killed process: %s", path)
     listing = bucket.list_bucket(source or settings.storage.incoming_uri)
     found = Survey(skipped=listing.skipped, sidecars=listing.sidecars)
     for entry in listing.skipped:
