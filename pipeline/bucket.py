@@ -206,16 +206,13 @@ def _hash_local(path: str, obj: BucketObject) -> tuple[str, int]:
         before = os.fstat(handle.fileno())
         if not stat.S_ISREG(before.st_mode):
             raise ObjectError(f"not a regular file ({_file_type(before.st_mode)})")
-        digest, size = hashlib.sha256(), 0
-        while chunk := handle.read(CHUNK_BYTES):
-            digest.update(chunk)
-            size += len(chunk)
+        digest = hashlib.file_digest(handle, "sha256")
         after = os.fstat(handle.fileno())
-    if (after.st_size, after.st_mtime) != (before.st_size, before.st_mtime) or size != obj.size:
+    if (after.st_size, after.st_mtime) != (before.st_size, before.st_mtime) or after.st_size != obj.size:
         raise StillWriting(f"changed while it was read ({obj.size} -> {after.st_size} bytes)")
     if before.st_mtime != obj.mtime:
         raise StillWriting("modified after it was listed")
-    return digest.hexdigest(), size
+    return digest.hexdigest(), after.st_size
 
 
 def _mtime(info: dict) -> float:
