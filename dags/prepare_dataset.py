@@ -46,9 +46,12 @@ def prepare_dataset():
 
     @task
     def plan(params: dict | None = None) -> dict:
+        from mediacheck_hooks import failing_without_retry
+
         from pipeline.stages import prepare
 
-        return prepare.plan(settings(params), params["source_uri"])
+        with failing_without_retry():
+            return prepare.plan(settings(params), params["source_uri"])
 
     @task
     def videos_of(work: dict) -> list[dict]:
@@ -78,12 +81,13 @@ def prepare_dataset():
 
     @task(outlets=[DATASET], trigger_rule="none_failed")
     def assemble(work: dict, params: dict | None = None) -> dict:
-        from mediacheck_hooks import result_store
+        from mediacheck_hooks import failing_without_retry, result_store
 
         from pipeline.stages import prepare
 
         config = settings(params)
-        return prepare.assemble(config, result_store(config), work["workdir"], params["source_uri"])
+        with failing_without_retry():
+            return prepare.assemble(config, result_store(config), work["workdir"], params["source_uri"])
 
     work = plan()
     videos = extract_video.partial(work=work).expand(video=videos_of(work))

@@ -58,13 +58,14 @@ PARAMS = {"dataset_id": DATASET_ID, **{k: Param(**v) for k, v in trigger_form(ge
 def train_detector():
     @task(outlets=[MODEL], queue=get_settings().model.queue)
     def train(params: dict | None = None) -> dict:
-        from mediacheck_hooks import result_store
+        from mediacheck_hooks import failing_without_retry, result_store
 
         from pipeline.settings import with_overrides
         from pipeline.stages import train as stage
 
         settings = with_overrides(get_settings(), "model", {k: params[k] for k in FORM})
-        document = stage.run(settings, result_store(settings), dataset_id=params["dataset_id"] or None)
+        with failing_without_retry():
+            document = stage.run(settings, result_store(settings), dataset_id=params["dataset_id"] or None)
         return {k: document[k] for k in ("_id", "model", "dataset_id", "metrics", "promoted", "promotion_rule")}
 
     train()

@@ -19,6 +19,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
+from pipeline.redact import RedactedStream, configured_secrets
 from pipeline.settings import SettingsError, get_settings
 from pipeline.store import StoreUnavailable
 
@@ -270,12 +271,14 @@ def main() -> None:
     from pipeline.prepare.sources import PrepareError
 
     try:
+        hidden = configured_secrets(get_settings())  # MLflow, for one, prints its tracking URI as given
+        sys.stdout, sys.stderr = RedactedStream(sys.stdout, hidden), RedactedStream(sys.stderr, hidden)
         app()
     except (SettingsError, PrepareError) as error:  # the message says what to change: no traceback
-        console.print(f"[red]{error}[/]")
+        notices.print(f"[red]{error}[/]")
         raise SystemExit(2) from None
     except StoreUnavailable as error:
-        console.print(f"[red]{error}[/]")
+        notices.print(f"[red]{error}[/]")
         raise SystemExit(3) from None
 
 

@@ -7,13 +7,15 @@ from __future__ import annotations
 
 import os
 import re
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TextIO
 from urllib.parse import unquote
 
 if TYPE_CHECKING:
     from pipeline.settings import Settings
 
 MASK = "***"
+# Secrets shorter than this are not masked inside other text, as Airflow does: it would garble every line.
+MIN_SECRET = 5
 # A URI runs from its scheme to the first character that cannot be part of it in prose or logs.
 _URI = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"<>`]+")
 _PARAM = re.compile(r"([^&;=#]*)=([^&;#]*)")
@@ -28,6 +30,28 @@ def redact(text: str) -> str:
     becomes ``https://h/x?token=***&n=1``. User names, hosts and paths stay readable.
     """
     return _URI.sub(lambda match: _mask(match.group(0)), text)
+
+
+def hide(text: str, hidden: list[str]) -> str:
+    """:func:`redact`, and each string of ``hidden`` (longest first) shown as ``***`` too."""
+    text = redact(text)
+    for secret in sorted(hidden, key=len, reverse=True):
+        text = text.replace(secret, MASK)
+    return text
+
+
+class RedactedStream:
+    """A text stream (``sys.stdout``) whose writes go through :func:`hide`: libraries print URIs too."""
+
+    def __init__(self, stream: TextIO, hidden: list[str]) -> None:
+        self._stream, self._hidden = stream, [secret for secret in hidden if len(secret) >= MIN_SECRET]
+
+    def write(self, text: str) -> int:
+        self._stream.write(hide(text, self._hidden))
+        return len(text)
+
+    def __getattr__(self, name: str):
+        return getattr(self._stream, name)
 
 
 def secrets_in(text: str) -> list[str]:

@@ -95,6 +95,11 @@ def airflow_connection(mongo_uri: str, database: str) -> dict:
     return connection
 
 
+# SQLite's own wait for a lock is 5 s: under a burst of task updates the API server then answered 500
+# ("database is locked"); Airflow imports these by name (the [database] connect-args options).
+SQLITE_CONNECT_ARGS = {"timeout": 30}
+
+
 def airflow_environment(
     *, project_root: Path, airflow_home: Path, mongo_uri: str, database: str, conn_id: str = "mongo_default"
 ) -> dict[str, str]:
@@ -105,6 +110,8 @@ def airflow_environment(
         "AIRFLOW__CORE__PLUGINS_FOLDER": str(project_root / "plugins"),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
         "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS": f"{__name__}.SQLITE_CONNECT_ARGS",
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS_ASYNC": f"{__name__}.SQLITE_CONNECT_ARGS",
         f"AIRFLOW_CONN_{conn_id.upper()}": json.dumps(airflow_connection(mongo_uri, database)),
     }
 

@@ -1,7 +1,10 @@
-"""Airflow-side glue: the pipeline's store over Airflow's MongoDB connection, and secrets masked in task logs."""
+"""Airflow-side glue: the pipeline's store over Airflow's MongoDB connection, secrets masked in task logs,
+and input errors failing a task without retries."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 from airflow.listeners import hookimpl
@@ -48,3 +51,17 @@ def result_store(settings: Settings) -> ResultStore:
 
     hook = MongoHook(mongo_conn_id=settings.mongo.airflow_conn_id)
     return ResultStore(hook.get_conn(), database=settings.mongo.database)
+
+
+@contextmanager
+def failing_without_retry() -> Iterator[None]:
+    """Fail the task at once on an input or settings error: a retry cannot change the input, only delay the message."""
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from pipeline.prepare.sources import PrepareError
+    from pipeline.settings import SettingsError
+
+    try:
+        yield
+    except (PrepareError, SettingsError) as error:
+        raise AirflowFailException(str(error)) from error

@@ -33,7 +33,7 @@ from urllib.parse import urlsplit
 
 import psutil
 
-from pipeline.redact import MASK, configured_secrets, redact, secrets_in
+from pipeline.redact import MIN_SECRET, configured_secrets, hide, redact, secrets_in
 from pipeline.services import (
     airflow_environment,
     owner_only,
@@ -54,7 +54,6 @@ KILL_WAIT_S = 10.0
 REMOTE_TRACKING = ("http://", "https://", "databricks")
 ADMIN = "admin"
 SECRET_NAME = re.compile(r"(?i)password|secret|token|_key$")
-MIN_SECRET = 5
 
 
 def state_dir() -> Path:
@@ -150,10 +149,7 @@ def launch(state: dict, name: str, command: list, env: dict) -> None:
 def copy_redacted(source: BinaryIO, target: BinaryIO, hidden: list[str]) -> None:
     """Copy ``source`` to ``target`` line by line, URI passwords and each string in ``hidden`` shown as ``***``."""
     for line in source:
-        text = redact(line.decode("utf-8", "surrogateescape"))
-        for secret in hidden:
-            text = text.replace(secret, MASK)
-        target.write(text.encode("utf-8", "surrogateescape"))
+        target.write(hide(line.decode("utf-8", "surrogateescape"), hidden).encode("utf-8", "surrogateescape"))
         target.flush()
 
 
@@ -261,6 +257,9 @@ def mlflow_ui(settings: Settings, folder: Path) -> tuple[list[str], dict[str, st
         str(_mlflow_port(settings)),
         "--workers",
         "1",  # one local user: one worker (each is a full MLflow server in memory)
+        # runs logged through this server keep their artifacts beside the database, not in the checkout
+        "--artifacts-destination",
+        (settings.storage.root / "mlartifacts").as_uri(),
     ]
     environment = {
         "MLFLOW_BACKEND_STORE_URI": settings.mlflow_uri,

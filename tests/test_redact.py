@@ -1,10 +1,11 @@
+import io
 import string
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pipeline.redact import MASK, configured_secrets, redact, secrets_in
+from pipeline.redact import MASK, RedactedStream, configured_secrets, redact, secrets_in
 from pipeline.settings import load_settings
 
 UNRESERVED = string.ascii_letters + string.digits + "-._~"
@@ -90,3 +91,11 @@ def test_configured_secrets(settings, monkeypatch):
         "abcdef",
         "dagshub-t0ken",
     }
+
+
+def test_a_redacted_stream_hides_uri_passwords_and_given_secrets():
+    written = io.StringIO()
+    stream = RedactedStream(written, ["token-12345", "abc"])  # "abc" is too short to mask inside text
+    assert stream.write("View run at: http://admin:pw%40x@h:5000/#/runs/1 with token-12345, abc\n") > 0
+    assert written.getvalue() == "View run at: http://admin:***@h:5000/#/runs/1 with ***, abc\n"
+    assert stream.getvalue() == written.getvalue()  # everything else is the wrapped stream's

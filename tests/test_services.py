@@ -199,3 +199,16 @@ def test_mongo_hook_logs_in_like_the_uri_itself(tmp_path):
         with MongoClient(uris["with_login"]) as client:
             assert client.mediacheck.probe.count_documents({"written": True}) == 1
     assert json.loads(probe.stdout.splitlines()[-1]) == {conn_id: client_view(uri) for conn_id, uri in uris.items()}
+
+
+def test_airflow_metadata_database_waits_for_locks(tmp_path):
+    """Airflow's SQLite connections wait 30 s for a lock (SQLite's own 5 s gave 500s under load)."""
+    env = {**os.environ} | airflow_environment(
+        project_root=PROJECT_ROOT, airflow_home=tmp_path / "airflow", mongo_uri="mongodb://h/", database="d"
+    )
+    probe = "from airflow import settings; connection = settings.engine.raw_connection(); " + (
+        "print(connection.execute('PRAGMA busy_timeout').fetchone()[0])"
+    )
+    answer = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=300)
+    assert answer.returncode == 0, answer.stderr[-3000:]
+    assert int(answer.stdout.split()[-1]) == 30_000

@@ -8,8 +8,9 @@ from __future__ import annotations
 import hashlib
 import os
 import stat
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -18,11 +19,12 @@ import cv2
 import fsspec
 import numpy as np
 
+from pipeline import bucket
 from pipeline.media.faces import frame_region
 from pipeline.media.images import MediaError, decode_image, encode_jpeg, resize_to_square
-from pipeline.media.sniff import SNIFF_BYTES, sniff_format, sniff_kind, sniff_path_kind
+from pipeline.media.sniff import SNIFF_BYTES, sniff_format, sniff_path_kind
 from pipeline.media.stats import image_stats, video_stats
-from pipeline.media.video import DecodeLimits, extract_frames_from
+from pipeline.media.video import DecodeLimits, extract_frames
 from pipeline.prepare.sources import SourceItem
 from pipeline.settings import PrepareSettings, ResizePolicy
 
@@ -104,39 +106,53 @@ def _open_nonblocking(path: str, flags: int) -> int:
 
 
 def process_item(item: SourceItem, settings: PrepareSettings, frames_dir: Path) -> ItemResult:
-    """Store the frames of one item under ``frames_dir``; never raises for bad media."""
+    """Store the frames of one item under ``frames_dir``; never raises for bad media.
+
+    A remote item is first spooled in chunks to a temporary file beside ``frames_dir`` (and
+    hashed on the way), so that no item is ever held whole in memory, whatever its size.
+    """
     result = ItemResult(item.uri, item.label, item.group, item.split, item.method)
-    local = None if "://" in item.uri and not item.uri.startswith("file://") else item.uri.removeprefix("file://")
     try:
-        # Local files are classified by probing (any container FFmpeg reads; animations are videos);
-        # a local video is hashed in chunks and read by FFmpeg in place, never held in memory.
-        result.kind = sniff_path_kind(local, timeout_s=settings.ffmpeg_timeout_s) if local else "unknown"
-        data = b"" if result.kind == "video" else read_media(item.uri)
+        with _local_copy(item.uri, frames_dir.parent / "spool") as (local, known_id):
+            _process_local(local, known_id, result, settings, frames_dir)
     except OSError as error:
         result.reason = f"unreadable file: {error.strerror or error}"
-        return result
-    except MediaError as error:
-        result.reason = str(error)
-        return result
-    if result.kind == "video":
-        result.content_id = file_content_id(local)
-        data = None
-    else:
-        result.content_id = content_id(data)
-        result.kind = sniff_kind(data[:SNIFF_BYTES]) if local is None else result.kind
-    try:
-        if data is not None and not data:
-            raise MediaError("empty file (0 bytes)")
-        if result.kind == "image":
-            _process_image(data, result, settings, frames_dir)
-        elif result.kind == "video":
-            _process_video(item.uri, data, result, settings, frames_dir)
-        else:
-            raise MediaError("not an image or video (unrecognised content)")
     except MediaError as error:
         result.reason = str(error)
         result.frames = []
     return result
+
+
+@contextmanager
+def _local_copy(uri: str, spool_dir: Path) -> Iterator[tuple[str, str | None]]:
+    """(local path, content sha256 if already known): local files as they are, remote ones spooled."""
+    if "://" not in uri or uri.startswith("file://"):
+        yield uri.removeprefix("file://"), None
+        return
+    found = bucket.stat_object(uri)
+    if found is None:
+        raise bucket.ObjectError("vanished before it was read")
+    with bucket.materialised(found, max_bytes=found.size, spool_dir=spool_dir) as copy:
+        yield str(copy.path), copy.content_id
+
+
+def _process_local(
+    path: str, known_id: str | None, result: ItemResult, settings: PrepareSettings, frames_dir: Path
+) -> None:
+    # Classified by probing (any container FFmpeg reads; animations are videos); a video is
+    # hashed in chunks and read by FFmpeg in place, never held in memory.
+    result.kind = sniff_path_kind(path, timeout_s=settings.ffmpeg_timeout_s)
+    if result.kind == "video":
+        result.content_id = known_id or file_content_id(path)
+        _process_video(path, result, settings, frames_dir)
+        return
+    data = read_media(path)
+    result.content_id = known_id or content_id(data)
+    if not data:
+        raise MediaError("empty file (0 bytes)")
+    if result.kind != "image":
+        raise MediaError("not an image or video (unrecognised content)")
+    _process_image(data, result, settings, frames_dir)
 
 
 def _process_image(data: bytes, result: ItemResult, settings: PrepareSettings, frames_dir: Path) -> None:
@@ -147,12 +163,9 @@ def _process_image(data: bytes, result: ItemResult, settings: PrepareSettings, f
     result.frames = [_store_frame(rgb, result.content_id, 0, 0.0, settings, frames_dir)]
 
 
-def _process_video(
-    uri: str, data: bytes | None, result: ItemResult, settings: PrepareSettings, frames_dir: Path
-) -> None:
-    info, frames = extract_frames_from(
-        uri,
-        data,
+def _process_video(path: str, result: ItemResult, settings: PrepareSettings, frames_dir: Path) -> None:
+    info, frames = extract_frames(
+        path,
         limits=DecodeLimits.from_settings(settings),
         mode=settings.frame_sampling,
         count=settings.frames_per_video,

@@ -23,6 +23,7 @@ from pipeline.model.onnx_export import EMBEDDING, LOGIT, concatenated, keras_out
 from pipeline.model.ood import TrainingDistribution, fit_distribution
 from pipeline.model.train import HEAD, train_two_phase
 from pipeline.prepare.dataset import check_trainable
+from pipeline.redact import redact
 from pipeline.settings import ModelSettings, Settings
 from pipeline.store import ResultStore
 from pipeline.verdicts import OUTSIDE, decide, selective_metrics
@@ -148,7 +149,7 @@ def run(settings: Settings, store: ResultStore, *, dataset_id: str | None = None
             "seconds": {**outcome.seconds, "total": time.perf_counter() - started},
             "promoted": promoted,
             "promotion_rule": rule,
-            "tracking_uri": tracking.configure(settings),
+            "tracking_uri": redact(tracking.configure(settings)),  # stored and printed: never its password
             "card": card,
         }
         store.record_training_run(document)

@@ -1,5 +1,7 @@
 """Preparing straight from an s3:// source on a real S3-compatible server."""
 
+import hashlib
+
 import pandas as pd
 
 from pipeline.stages import prepare
@@ -18,3 +20,7 @@ def test_prepare_from_s3(settings, store, synthetic_source, s3_bucket):
     assert summary["kept"] == len(kept) - 1 and summary["quarantined"] == 0
     assert manifest["source_uri"].str.startswith(f"s3://{s3_bucket.name}/set/").all()
     assert (manifest["kind"] == "video").any()  # videos are fetched to a temporary file for FFmpeg
+    for row in manifest.drop_duplicates("content_id").itertuples():  # hashed while spooled, in chunks
+        name = row.source_uri.removeprefix(f"s3://{s3_bucket.name}/set/")
+        assert row.content_id == hashlib.sha256((synthetic_source.root / name).read_bytes()).hexdigest()
+    assert not [p for p in settings.storage.root.rglob("spool-*")]  # every spooled copy was removed

@@ -74,7 +74,7 @@ def test_one_bad_object_never_stops_the_rest(world, store, tmp_path):
     vanishing = folder / "vanishing.jpg"
     vanishing.write_bytes(b"\xff\xd8\xff soon gone")
     settings = _bucket_settings(world, folder)
-    
+
     found = score.survey(settings, store)
     vanishing.unlink()  # between the listing and the scoring
     loaded = score.load_champion(settings)
