@@ -7,7 +7,7 @@ UV_VERSION := 0.13.9
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export PYTHONUNBUFFERED := 1
 
-.PHONY: install demo test test-fast lint lock up down clean
+.PHONY: install demo test test-fast lint lock audit up down clean
 
 install: $(VENV)/.installed
 
@@ -34,6 +34,11 @@ lint: install
 
 lock:  ## recompile requirements.txt from requirements.in
 	$(BIN)/uv pip compile requirements.in -o requirements.txt --python-version 3.11
+
+AUDIT_VENV := .audit-venv
+audit:  ## check the lock for known vulnerabilities (pip-audit, in an environment of its own)
+	@test -x $(AUDIT_VENV)/bin/pip-audit || { $(PYTHON) -m venv $(AUDIT_VENV) && $(AUDIT_VENV)/bin/python -m pip install --quiet --disable-pip-version-check -r requirements-audit.txt; }
+	$(AUDIT_VENV)/bin/python scripts/audit.py $(AUDIT_FLAGS)
 
 up: install  ## Airflow, MLflow UI and the embedded MongoDB on 127.0.0.1
 	MEDIACHECK_CONFIG=$${MEDIACHECK_CONFIG:-configs/demo.yaml} $(BIN)/python scripts/stack.py up
