@@ -84,9 +84,10 @@ class World:
     alternatives: dict = field(default_factory=dict)  # OOD method -> (score function, threshold)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--work", type=Path, default=PROJECT_ROOT / ".data" / "bench" / "trust")
+def world_arguments(description: str, work: Path) -> argparse.Namespace:
+    """The command line of a benchmark over kept models (``--work``, ``--retrain``, ``--limit``)."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--work", type=Path, default=work)
     parser.add_argument("--retrain", action="store_true", help="train both models again even if kept ones exist")
     parser.add_argument(
         "--limit", type=int, help="CIFAKE files to use (smoke runs; the results are then not meaningful)"
@@ -95,8 +96,15 @@ def main() -> None:
     if not SHARED.is_dir():
         sys.exit(f"the shared datasets are not at {SHARED}")
     args.work.mkdir(parents=True, exist_ok=True)
+    return args
+
+
+def main() -> None:
+    args = world_arguments(__doc__.splitlines()[0], PROJECT_ROOT / ".data" / "bench" / "trust")
     with mongo_uri(None, args.work / "mongo") as store_uri:  # reuses a server already running on that store
-        worlds = {name: world(name, args, store_uri) for name in CONFIGS}
+        worlds = {name: world(name, config, args, store_uri) for name, config in CONFIGS.items()}
+        for found in worlds.values():
+            found.alternatives = alternative_detectors(found)
         sets = media_sets(args.work, worlds)
         results = {
             name: run_set(worlds[model], media, distribution) for name, (model, distribution, media) in sets.items()
@@ -128,9 +136,10 @@ def _finite(value):
 
 
 # -- models ------------------------------------------------------------------------------------------
-def world(name: str, args: argparse.Namespace, store_uri: str) -> World:
-    """The kept model of this name, or a new one trained by the product's prepare and train stages."""
-    os.environ["MEDIACHECK_CONFIG"] = str(CONFIGS[name])
+def world(name: str, config: Path, args: argparse.Namespace, store_uri: str) -> World:
+    """The kept model of this name under ``args.work``, or a new one trained by the product's
+    prepare and train stages with ``config`` (``name`` is ``cifake`` or ``video``: the data)."""
+    os.environ["MEDIACHECK_CONFIG"] = str(config)
     root = args.work / name
     settings = load_settings(storage={"root": root / "data", "incoming_uri": (root / "incoming").as_uri()})
     store = ResultStore.from_uri(store_uri, database=f"trust_{name}")
@@ -152,10 +161,8 @@ def world(name: str, args: argparse.Namespace, store_uri: str) -> World:
     if ref is None:
         sys.exit(f"{name}: no champion model under {root}: run again with --retrain")
     dataset = store.latest_dataset()
-    found = World(name, settings, store, dataset, pd.read_parquet(dataset["manifest_path"]),
-                  load_bundle(tracking.bundle_folder(settings, ref)), ref, trained_s)  # fmt: skip
-    found.alternatives = alternative_detectors(found)
-    return found
+    return World(name, settings, store, dataset, pd.read_parquet(dataset["manifest_path"]),
+                 load_bundle(tracking.bundle_folder(settings, ref)), ref, trained_s)  # fmt: skip
 
 
 def cifake_source(folder: Path, limit: int | None) -> Path:
