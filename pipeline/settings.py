@@ -202,6 +202,18 @@ class ScoreSettings(_Section):
         description="An object is scored once unchanged (size and modification time) for this long, so a copy "
         "or upload in progress is never scored half-written.",
     )
+    watch_interval_s: float = Field(
+        2.0,
+        gt=0,
+        description="How often Airflow's triggerer lists the bucket for new media (names, sizes and times only), "
+        "so that scoring starts without waiting for the minute poll.",
+    )
+    objects_per_task: int = Field(
+        20,
+        ge=1,
+        description="Objects one mapped Airflow task scores: they share its process start and model load; "
+        "one that fails still fails only itself.",
+    )
     claim_ttl_s: float = Field(
         900.0,
         gt=0,

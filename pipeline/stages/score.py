@@ -43,6 +43,10 @@ class NoModelError(LookupError):
     """Scoring was asked for but no champion model is registered."""
 
 
+class ChunkFailed(RuntimeError):
+    """Some objects of a chunk failed unexpectedly; the others were scored."""
+
+
 @dataclass
 class LoadedModel:
     bundle: ModelBundle
@@ -166,6 +170,33 @@ def load_champion(settings: Settings) -> LoadedModel:
             f"no '{tracking.CHAMPION}' version of {settings.mlflow.registered_model}: train a model first"
         )
     return _loaded_version(ref, tracking.bundle_folder(settings, ref))
+
+
+def in_chunks(uris: list[str], size: int) -> list[list[str]]:
+    """``uris`` in consecutive chunks of ``size`` (the last one shorter): one mapped task each."""
+    return [uris[start : start + size] for start in range(0, len(uris), size)]
+
+
+def score_chunk(uris: list[str], settings: Settings, store: ResultStore) -> list[dict]:
+    """Score several objects with one champion load; an unexpected error fails only its own object.
+
+    MongoDB out of reach stops the chunk: every object would fail the same way. Any other error
+    is logged and the rest is scored; ``ChunkFailed`` then names the objects that failed, so that
+    the task's retry, finding the others already scored, tries only them again.
+    """
+    loaded = load_champion(settings)
+    results, failed = [], []
+    for uri in uris:
+        try:
+            results.append(score_uri(uri, loaded, settings, store))
+        except StoreUnavailable:
+            raise
+        except Exception as error:
+            log.exception("scoring %s failed", uri)
+            failed.append(f"{uri} ({type(error).__name__}: {error})")
+    if failed:
+        raise ChunkFailed(f"{len(failed)} of {len(uris)} objects failed, the rest were scored: {'; '.join(failed)}")
+    return results
 
 
 def score_uri(

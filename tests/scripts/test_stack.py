@@ -1,8 +1,10 @@
 """`make up` / `make down` (scripts/stack.py): nothing survives down, no secret leaks, files are private."""
 
 import base64
+import hashlib
 import json
 import os
+import shutil
 import signal
 import stat
 import subprocess
@@ -10,6 +12,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from pathlib import Path
 from urllib.parse import quote_plus
 
 import psutil
@@ -19,6 +22,9 @@ from PIL import Image
 
 from pipeline.services import free_port
 from pipeline.settings import PROJECT_ROOT, load_settings
+from pipeline.stages import prepare, train
+from pipeline.store import INTAKE, VERDICTS, ResultStore
+from pipeline.synthetic import drop_incoming
 from tests.test_services import PASSWORD, mongo_with_login, with_login
 
 MLFLOW_SECRET = "tr4cking-s3cret"
@@ -236,7 +242,7 @@ def test_real_stack(settings, tmp_path, monkeypatch):
 
             # The listing reads MongoDB through the Airflow connection: it must log in.
             assert wait_for(lambda: finished("list_new"), 150, "the listing task") == "success"
-            assert wait_for(lambda: finished("score_one/0"), 150, "the scoring task") in ("failed", "up_for_retry")
+            assert wait_for(lambda: finished("score_chunk/0"), 150, "the scoring task") in ("failed", "up_for_retry")
             processes = marked(state["id"])
             command_lines = [" ".join(p.cmdline()) for p in processes]
         finally:
@@ -246,7 +252,7 @@ def test_real_stack(settings, tmp_path, monkeypatch):
     assert [p.pid for p in processes if alive(p.pid)] == []
     assert marked(state["id"]) == []
 
-    score_log = "".join(p.read_text() for p in (airflow_home / "logs").rglob("task_id=score_one/**/*.log"))
+    score_log = "".join(p.read_text() for p in (airflow_home / "logs").rglob("task_id=score_chunk/**/*.log"))
     assert "http://me:***@127.0.0.1" in score_log  # MLflow's error was logged, its password masked
     secrets = [PASSWORD, quote_plus(PASSWORD), MLFLOW_SECRET, airflow_password["admin"]]
     logs = [p for p in [*(root / "stack").glob("*.log"), *(airflow_home / "logs").rglob("*")] if p.is_file()]
@@ -255,6 +261,41 @@ def test_real_stack(settings, tmp_path, monkeypatch):
     leaky = [p for p in [*root.rglob("*"), *airflow_home.rglob("*")] if stat.S_IMODE(p.stat().st_mode) & 0o077]
     assert leaky == []  # databases, logs, credentials: owner only
     assert {"airflow.db", "logs"} <= {p.name for p in airflow_home.iterdir()}
+
+
+@pytest.mark.slow
+def test_a_drop_of_forty_media_into_the_running_stack_gets_one_verdict_each(settings, synthetic_source, tmp_path,
+                                                                            mongo_uri, monkeypatch):  # fmt: skip
+    """`make up` with a champion, then 40 media at once: every content gets its verdict, nothing dies."""
+    airflow_port = free_port()
+    for name, value in {"AIRFLOW__API__PORT": airflow_port, "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": free_port(),
+                        "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": free_port(), "MONGO_URI": mongo_uri,
+                        "MEDIACHECK_MONGO__DATABASE": "stack_load", "MEDIACHECK_SCORE__SETTLE_S": 2,
+                        "MEDIACHECK_MLFLOW__UI_URL": f"http://127.0.0.1:{free_port()}"}.items():  # fmt: skip
+        monkeypatch.setenv(name, str(value))
+    store = ResultStore.from_uri(mongo_uri, database="stack_load")
+    prepare.run(load_settings(), store, str(synthetic_source.root))
+    train.run(load_settings(), store)
+    incoming = Path(load_settings().storage.incoming_uri.removeprefix("file://"))
+    drops = [path for seed in range(5) for path in drop_incoming(tmp_path / "drops" / f"{seed}", seed=seed)]
+    media = drops[:40]  # real and fake images and videos, a chart, and text named like a video
+    contents = {hashlib.sha256(path.read_bytes()).hexdigest() for path in media}
+    airflow_home = tmp_path / "airflow"
+    try:
+        up = start_stack("--airflow-home", str(airflow_home))
+        assert up.returncode == 0, up.stdout + up.stderr
+        state = json.loads((settings.storage.root / "stack" / "pids.json").read_text())
+        for index, path in enumerate(media):
+            shutil.copyfile(path, incoming / f"{index:02d}-{path.name}")
+        wait_for(lambda: store.count(VERDICTS) >= len(contents), 600, f"{len(contents)} verdicts")
+        stack_alive = [name for name, pid in state["pids"].items() if alive(pid)]
+    finally:
+        down = subprocess.run([*STACK, "down"], capture_output=True, text=True, timeout=120)
+    assert down.returncode == 0, down.stdout + down.stderr
+    assert {v["_id"] for v in store.db[VERDICTS].find()} == contents
+    linked = {d["_id"] for d in store.db[INTAKE].find({"status": {"$in": ["scored", "failed", "linked"]}})}
+    assert linked == {(incoming / f"{index:02d}-{path.name}").as_uri() for index, path in enumerate(media)}
+    assert stack_alive == list(state["pids"])  # no component had died when the last verdict came
 
 
 def test_down_without_a_stack_does_nothing(settings):

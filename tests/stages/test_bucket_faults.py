@@ -64,6 +64,39 @@ def _verdict_ids(store: ResultStore) -> list[str]:
 
 
 @pytest.mark.timeout(300)
+def test_an_unexpected_error_in_a_chunk_fails_only_its_object_and_the_retry_finishes_it(
+    world, store, tmp_path, monkeypatch
+):
+    folder = tmp_path / "bucket"
+    media = _drop_many(folder, range(41, 42))
+    settings = _bucket_settings(world, folder)
+    (chunk,) = score.in_chunks(score.survey(settings, store).new, len(media) + 1)
+    doomed = chunk[1]
+    real_score_content = score.score_content
+
+    def failing_on_one(path, *args):
+        if Path(path).name == Path(doomed).name:
+            raise RuntimeError("a decoder bug")
+        return real_score_content(path, *args)
+
+    monkeypatch.setattr(score, "score_content", failing_on_one)
+    with pytest.raises(score.ChunkFailed, match=f"1 of {len(chunk)} objects failed") as failed:
+        score.score_chunk(chunk, settings, store)
+    assert f"{doomed} (RuntimeError: a decoder bug)" in str(failed.value)
+    assert len(_verdict_ids(store)) == len(media) - 1 and store.db[CLAIMS].count_documents({}) == 0
+
+    monkeypatch.setattr(score, "score_content", real_score_content)  # the task's retry
+    statuses = {r["uri"]: r["status"] for r in score.score_chunk(chunk, settings, store)}
+    assert statuses.pop(doomed) in ("scored", "failed") and set(statuses.values()) == {"already_scored"}
+    assert _verdict_ids(store) == sorted(media)
+
+
+def test_objects_are_chunked_in_order_with_a_shorter_last_chunk():
+    assert score.in_chunks(list("abcdefg"), 3) == [["a", "b", "c"], ["d", "e", "f"], ["g"]]
+    assert score.in_chunks([], 8) == []
+
+
+@pytest.mark.timeout(300)
 def test_one_bad_object_never_stops_the_rest(world, store, tmp_path):
     folder = tmp_path / "bucket"
     media = _drop_many(folder, range(31, 32))
