@@ -20,7 +20,7 @@ from pipeline.settings import PROJECT_ROOT, load_settings
 from pipeline.store import ResultStore
 from pipeline.synthetic import drop_incoming
 from pipeline.web.app import create_app
-from tests.scripts.test_stack import LAUNCH, kill_leftovers, wait_for
+from tests.scripts.test_stack import kill_leftovers, launch, wait_for
 from tests.test_services import PASSWORD, mongo_with_login, with_login
 
 CLI = [str(Path(sys.executable).parent / "mediacheck")]
@@ -31,9 +31,7 @@ DAGSHUB_TOKEN = "dagshub-t0ken-never-used"
 def mlflow_server(settings, port: int) -> tuple[str, str]:
     """The MLflow server `make up` starts (basic-auth), on ``port``; its stack id and admin password."""
     command, environment, credentials_file = stack.mlflow_ui(settings, stack.state_dir())
-    env = {**os.environ, **environment, "PYTHONPATH": str(PROJECT_ROOT / "scripts")}
-    subprocess.run([sys.executable, "-c", LAUNCH, "mlflow", json.dumps(command)], env=env, check=True, timeout=60)
-    stack_id = json.loads((settings.storage.root / "stack" / "pids.json").read_text())["id"]
+    stack_id = launch("mlflow", command, settings, environment)["id"]
     password = json.loads(credentials_file.read_text())[stack.ADMIN]
 
     def answering() -> bool:

@@ -53,6 +53,13 @@ stack.launch(stack.begin(), sys.argv[1], json.loads(sys.argv[2]), dict(os.enviro
 """
 
 
+def launch(name: str, command: list[str], settings, environment: dict | None = None) -> dict:
+    """Start one component as `make up` does, from a process that then exits; the stack's saved state."""
+    env = {**os.environ, **(environment or {}), "PYTHONPATH": str(PROJECT_ROOT / "scripts")}
+    subprocess.run([sys.executable, "-c", LAUNCH, name, json.dumps(command)], env=env, check=True, timeout=60)
+    return json.loads((settings.storage.root / "stack" / "pids.json").read_text())
+
+
 def alive(pid: int) -> bool:
     try:
         return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
@@ -76,10 +83,7 @@ def kill_leftovers(stack_id: str) -> None:
 
 
 def test_down_stops_every_process_including_stubborn_orphans(settings):
-    env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT / "scripts")}
-    component = json.dumps([sys.executable, "-c", COMPONENT])
-    subprocess.run([sys.executable, "-c", LAUNCH, "component", component], env=env, check=True, timeout=60)
-    state = json.loads((settings.storage.root / "stack" / "pids.json").read_text())
+    state = launch("component", [sys.executable, "-c", COMPONENT], settings)
     log = settings.storage.root / "stack" / "component.log"
     try:
         children = wait_for(lambda: log.read_text().strip() and json.loads(log.read_text()), 30, "the PIDs")
@@ -102,10 +106,7 @@ def test_component_output_is_redacted_into_a_private_log(settings, monkeypatch):
     monkeypatch.setenv("MONGO_URI", "mongodb://mc:m0ngo-pw@127.0.0.1:1/?directConnection=true")
     monkeypatch.setenv("SERVICE_TOKEN", "t0ken-value")
     talk = "import os; print('db', os.environ['MONGO_URI']); print('token', os.environ['SERVICE_TOKEN']); print('done')"
-    env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT / "scripts")}
-    command = json.dumps([sys.executable, "-c", talk])
-    subprocess.run([sys.executable, "-c", LAUNCH, "talk", command], env=env, check=True, timeout=60)
-    state = json.loads((settings.storage.root / "stack" / "pids.json").read_text())
+    state = launch("talk", [sys.executable, "-c", talk], settings)
     log = settings.storage.root / "stack" / "talk.log"
     try:
         wait_for(lambda: not marked(state["id"]), 30, "the component and its log writer to finish")
@@ -182,9 +183,7 @@ def test_mlflow_ui_requires_a_login(settings, monkeypatch):
     folder = settings.storage.root / "stack"
     command, environment, credentials_file = stack.mlflow_ui(load_settings(), stack.state_dir())
     credentials = json.loads(credentials_file.read_text())
-    env = {**os.environ, **environment, "PYTHONPATH": str(PROJECT_ROOT / "scripts")}
-    subprocess.run([sys.executable, "-c", LAUNCH, "mlflow", json.dumps(command)], env=env, check=True, timeout=60)
-    stack_id = json.loads((folder / "pids.json").read_text())["id"]
+    stack_id = launch("mlflow", command, settings, environment)["id"]
     try:
         url = f"http://127.0.0.1:{port}/api/2.0/mlflow/experiments/search?max_results=1"
         assert wait_for(lambda: request(url)[0], 120, "the MLflow UI") == 401  # no login, no data
