@@ -1,8 +1,8 @@
 # One image for every Airflow role, the MLflow server and the CLI, built from the pinned lock.
-# GPU workers: docker compose --profile gpu (build arg TF_PACKAGE=tensorflow[and-cuda]==2.21.0).
+# GPU workers: docker compose --profile gpu (build arg LOCK=requirements-gpu.txt: CUDA TensorFlow).
 FROM python:3.11-slim-bookworm
 
-ARG TF_PACKAGE=tensorflow-cpu==2.21.0
+ARG LOCK=requirements.txt
 ENV PYTHONUNBUFFERED=1 \
     AIRFLOW_HOME=/opt/airflow \
     MEDIACHECK_STORAGE__ROOT=/opt/mediacheck/data
@@ -10,13 +10,11 @@ ENV PYTHONUNBUFFERED=1 \
 RUN useradd --create-home --uid 50000 --gid 0 airflow
 WORKDIR /opt/mediacheck
 
-COPY requirements.txt ./
+COPY requirements.txt requirements-gpu.txt ./
 # The embedded MongoDB-wire server is for local runs and tests only: production uses MongoDB.
 RUN pip install --no-cache-dir uv==0.13.9 \
- && grep -viE '^secantusdb==' requirements.txt > /tmp/requirements.txt \
- && uv pip install --system --no-cache -r /tmp/requirements.txt \
- && if [ "$TF_PACKAGE" != "tensorflow-cpu==2.21.0" ]; then \
-      uv pip uninstall --system tensorflow-cpu && uv pip install --system --no-cache "$TF_PACKAGE"; fi
+ && grep -viE '^secantusdb==' "$LOCK" > /tmp/requirements.txt \
+ && uv pip install --system --no-cache -r /tmp/requirements.txt
 
 COPY pyproject.toml README.md ./
 COPY pipeline ./pipeline

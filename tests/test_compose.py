@@ -69,7 +69,8 @@ def test_gpu_profile_reserves_nvidia_devices_and_listens_on_the_gpu_queue():
     gpu = SERVICES["airflow-worker-gpu"]
     assert gpu["profiles"] == ["gpu"]
     assert gpu["deploy"]["resources"]["reservations"]["devices"][0]["driver"] == "nvidia"
-    assert "gpu" in gpu["command"] and "and-cuda" in gpu["build"]["args"]["TF_PACKAGE"]
+    assert "gpu" in gpu["command"] and gpu["build"]["args"]["LOCK"] == "requirements-gpu.txt"
+    assert "ARG LOCK=requirements.txt" in (PROJECT_ROOT / "Dockerfile").read_text()  # the CPU image's default
 
 
 def test_images_leave_out_the_embedded_mongodb_server():
