@@ -8,7 +8,7 @@ from __future__ import annotations
 import csv
 import json
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from enum import StrEnum
 from pathlib import Path
@@ -41,7 +41,7 @@ def _store() -> Iterator:
     from pipeline.store import ResultStore
 
     settings = get_settings()
-    with mongo_uri(settings.mongo.uri, settings.storage.root / "mongo") as uri:
+    with mongo_uri(settings.mongo.uri, settings.storage.local_root / "mongo") as uri:
         store = ResultStore.from_uri(
             uri, database=settings.mongo.database, retries=settings.mongo.retries, timeout_s=settings.mongo.timeout_s
         )
@@ -55,6 +55,20 @@ def _progress() -> Progress:
     return Progress(
         TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), console=notices
     )
+
+
+def _fetch_progress() -> Callable[[int, int], None]:
+    """``on_progress`` for frames fetched from a URI root: a bar shown while they come, gone once all are in."""
+    progress = _progress()
+    task = progress.add_task("fetching frames", total=None)
+
+    def update(done: int, total: int) -> None:
+        progress.start()
+        progress.update(task, completed=done, total=total)
+        if done == total:
+            progress.stop()
+
+    return update
 
 
 @app.command()
@@ -77,7 +91,7 @@ def train(dataset_id: Annotated[str | None, typer.Option(help="Dataset version (
     from pipeline.stages import train as stage
 
     with _store() as store:
-        document = stage.run(get_settings(), store, dataset_id=dataset_id)
+        document = stage.run(get_settings(), store, dataset_id=dataset_id, on_progress=_fetch_progress())
     _print_json(
         {k: document[k] for k in ("_id", "model", "dataset_id", "metrics", "calibration", "promoted", "promotion_rule")}
     )
@@ -86,19 +100,16 @@ def train(dataset_id: Annotated[str | None, typer.Option(help="Dataset version (
 @app.command()
 def evaluate(dataset_id: Annotated[str | None, typer.Option(help="Dataset version (default: latest).")] = None) -> None:
     """Evaluate the champion model on a dataset's test split."""
-    import pandas as pd
-
     from pipeline.model.evaluate import binary_metrics
     from pipeline.stages.score import load_champion
-    from pipeline.stages.train import resolve_dataset, split_logits
+    from pipeline.stages.train import dataset_manifest, resolve_dataset, split_logits
 
     settings = get_settings()
     with _store() as store:
         dataset = resolve_dataset(store, dataset_id)
     loaded = load_champion(settings)
-    logits, labels = split_logits(
-        loaded.bundle, pd.read_parquet(dataset["manifest_path"]), "test", settings.model.batch_size
-    )
+    manifest = dataset_manifest(settings, dataset, on_progress=_fetch_progress())
+    logits, labels = split_logits(loaded.bundle, manifest, "test", settings.model.batch_size)
     metrics = binary_metrics(labels, loaded.bundle.calibration.probability(logits), loaded.bundle.calibration.threshold)
     _print_json({"model_version": loaded.ref.version, "dataset_id": dataset["_id"], "metrics": metrics})
 

@@ -105,7 +105,7 @@ class Upload:
         self._fs, root = fsspec.core.url_to_fs(settings.storage.incoming_uri)
         self._root = root.rstrip("/")
         self._local = isinstance(self._fs, LocalFileSystem)
-        folder = Path(self._root) if self._local else settings.storage.root / "spool"
+        folder = Path(self._root) if self._local else settings.storage.local_root / "spool"
         folder.mkdir(parents=True, exist_ok=True)
         self._path = folder / f"{PARTIAL_PREFIX}{secrets.token_hex(8)}"  # hidden: never listed
         self._file = os.fdopen(os.open(self._path, _CREATE, 0o600), "wb")

@@ -12,10 +12,24 @@ import json
 import os
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, model_validator
+import fsspec
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    PlainValidator,
+    ValidationError,
+    ValidationInfo,
+    WithJsonSchema,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, YamlConfigSettingsSource
+from upath import UPath
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG = PROJECT_ROOT / "configs" / "default.yaml"
@@ -29,12 +43,54 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+def _storage_location(value: object) -> UPath:
+    """A local folder, or a URI of a file system fsspec opens (``file://`` URIs become plain local paths)."""
+    if not isinstance(value, str | os.PathLike | UPath):
+        raise ValueError("expected a folder or a URI such as s3://bucket/prefix")
+    try:
+        location = UPath(value)
+        if location.protocol:
+            fsspec.get_filesystem_class(location.protocol)  # imports its package: a missing one is named here
+    except (ValueError, ImportError) as error:
+        raise ValueError(f"fsspec cannot open {str(value)!r}: {error}") from None
+    return UPath(location.path) if location.protocol in ("file", "local") else location
+
+
+StorageLocation = Annotated[
+    UPath, PlainValidator(_storage_location), PlainSerializer(str, return_type=str), WithJsonSchema({"type": "string"})
+]
+
+
+def is_local(location: UPath) -> bool:
+    """Whether a storage location is a folder of this host's file system (a shared mount counts)."""
+    return not location.protocol
+
+
 class StorageSettings(_Section):
-    root: Path = Field(PROJECT_ROOT / ".data", description="Where frames, manifests and models are written.")
+    root: StorageLocation = Field(
+        str(PROJECT_ROOT / ".data"),
+        validate_default=True,
+        description="What one task hands to another (frames, manifests, prepare's work files): a folder every "
+        "worker mounts, or a URI such as s3://bucket/prefix.",
+    )
+    local_root: Path = Field(
+        None,
+        validate_default=True,
+        description="This host's own state: the embedded MongoDB's data, caches, spools, training's working "
+        "copies and the default MLflow store. Unset: storage.root when that is a folder, else .data.",
+    )
     incoming_uri: str = Field(
         (PROJECT_ROOT / ".data" / "incoming").as_uri(),
         description="Watched bucket: a file:// folder or s3://bucket/prefix.",
     )
+
+    @field_validator("local_root", mode="before")
+    @classmethod
+    def _local_root_default(cls, value: object, info: ValidationInfo) -> object:
+        if value is not None:
+            return value
+        root = info.data.get("root")  # absent when root itself is invalid
+        return Path(root) if root is not None and is_local(root) else PROJECT_ROOT / ".data"
 
 
 class MongoSettings(_Section):
@@ -48,7 +104,7 @@ class MongoSettings(_Section):
 
 
 class MlflowSettings(_Section):
-    tracking_uri: str | None = Field(None, description="Unset: SQLite under the storage root.")
+    tracking_uri: str | None = Field(None, description="Unset: SQLite under storage.local_root.")
     experiment: str = "mediacheck"
     registered_model: str = "mediacheck-detector"
     dagshub_repo: str | None = Field(None, description="owner/name; with DAGSHUB_USER_TOKEN set, log to DagsHub.")
@@ -267,7 +323,7 @@ class Settings(BaseSettings):
 
     @property
     def mlflow_uri(self) -> str:
-        return self.mlflow.tracking_uri or f"sqlite:///{self.storage.root / 'mlflow.db'}"
+        return self.mlflow.tracking_uri or f"sqlite:///{self.storage.local_root / 'mlflow.db'}"
 
     def config_hash(self) -> str:
         """Short sha256 of every setting that shapes results (stored as lineage)."""

@@ -1,6 +1,6 @@
 """The one module that talks to MLflow: runs, metrics, artifacts, registry and aliases.
 
-Without configuration it uses SQLite and an artifact folder under the storage root.
+Without configuration it uses SQLite and an artifact folder under ``storage.local_root``.
 DagsHub is strictly opt-in: only with ``mlflow.dagshub_repo`` set and a
 ``DAGSHUB_USER_TOKEN`` in the environment does anything DagsHub-related run.
 """
@@ -48,12 +48,12 @@ def configure(settings: Settings) -> str:
         owner, name = settings.mlflow.dagshub_repo.split("/", 1)
         dagshub.init(repo_owner=owner, repo_name=name, mlflow=True)
     else:
-        settings.storage.root.mkdir(parents=True, exist_ok=True)
+        settings.storage.local_root.mkdir(parents=True, exist_ok=True)
         _set_tracking_uri(settings.mlflow_uri)
     experiment = settings.mlflow.experiment
     if mlflow.get_experiment_by_name(experiment) is None and mlflow.get_tracking_uri().startswith("sqlite"):
         # keep artifacts beside the database, not in the current directory
-        mlflow.create_experiment(experiment, artifact_location=(settings.storage.root / "mlartifacts").as_uri())
+        mlflow.create_experiment(experiment, artifact_location=(settings.storage.local_root / "mlartifacts").as_uri())
     mlflow.set_experiment(experiment)
     return mlflow.get_tracking_uri()
 
@@ -140,13 +140,13 @@ def promote(ref: ModelRef, *, reason: str) -> None:
 
 
 def bundle_folder(settings: Settings, ref: ModelRef) -> Path:
-    """A version's calibrated bundle, downloaded once into ``storage.root/cache/bundles`` and reused.
+    """A version's calibrated bundle, downloaded once into ``storage.local_root/cache/bundles`` and reused.
 
     Every task and run of one model version shares the folder. A download lands in a staging
     folder and is renamed into place, so a process killed mid-download, or two downloading at
     once, leave only whole bundles; the ``BUNDLE_CACHE_VERSIONS`` most recently used stay.
     """
-    cache = settings.storage.root / "cache" / "bundles"
+    cache = settings.storage.local_root / "cache" / "bundles"
     target = cache / f"{ref.name}-v{ref.version}-{ref.run_id[:12]}"
     if not target.is_dir():
         cache.mkdir(parents=True, exist_ok=True)

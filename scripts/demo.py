@@ -32,7 +32,7 @@ console = Console()
 def main() -> int:
     owner_only()  # the demo's databases, logs and models: readable by their owner only
     settings = get_settings()
-    root = private_folder(settings.storage.root)
+    root = private_folder(settings.storage.local_root)
     private_folder(PROJECT_ROOT / ".airflow")
     source, incoming = root / "demo" / "source", Path(settings.storage.incoming_uri.removeprefix("file://"))
     step("1/4 generating the synthetic sample set (clearly synthetic: see README)")

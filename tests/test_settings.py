@@ -57,3 +57,24 @@ def test_trigger_form_comes_from_the_settings_schema(settings):
         "description": "Frames sampled uniformly from each video.",
     }
     assert form["resize_policy"]["enum"] == ["squash", "letterbox", "center_crop"]
+
+
+def test_storage_root_may_be_a_uri_and_host_state_then_stays_local(settings, monkeypatch):
+    from pipeline.settings import PROJECT_ROOT, is_local
+
+    assert is_local(settings.storage.root) and settings.storage.local_root == settings.storage.root
+    monkeypatch.setenv("MEDIACHECK_STORAGE__ROOT", "s3://media-bucket/mediacheck")
+    shared = load_settings()
+    assert str(shared.storage.root) == "s3://media-bucket/mediacheck" and not is_local(shared.storage.root)
+    assert shared.storage.local_root == PROJECT_ROOT / ".data"
+    assert shared.mlflow_uri == f"sqlite:///{PROJECT_ROOT / '.data' / 'mlflow.db'}"
+    monkeypatch.setenv("MEDIACHECK_STORAGE__LOCAL_ROOT", "/var/lib/mediacheck")
+    assert str(load_settings().storage.local_root) == "/var/lib/mediacheck"
+    folder = load_settings(storage={"root": "file:///srv/shared/mediacheck"}).storage
+    assert is_local(folder.root) and str(folder.root) == "/srv/shared/mediacheck"  # file:// is a folder
+
+
+def test_a_storage_root_fsspec_cannot_open_is_named(settings, monkeypatch):
+    monkeypatch.setenv("MEDIACHECK_STORAGE__ROOT", "nope://bucket/prefix")
+    with pytest.raises(SettingsError, match=r"storage.root: .*fsspec cannot open 'nope://bucket/prefix'"):
+        load_settings()

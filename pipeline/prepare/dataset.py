@@ -5,10 +5,10 @@ from __future__ import annotations
 import hashlib
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from upath import UPath
 
 from pipeline.prepare.process import ItemResult
 from pipeline.prepare.sources import LABEL_NAMES, PrepareError, Rejected
@@ -30,7 +30,7 @@ class Dataset:
     """A dataset version: its manifest (one row per frame) and what happened to every input."""
 
     dataset_id: str
-    manifest_path: Path
+    manifest_path: UPath
     manifest_hash: str
     manifest: pd.DataFrame
     counts: dict[str, dict[str, int]]
@@ -50,7 +50,7 @@ def assemble_dataset(
     results: list[ItemResult],
     rejected: list[Rejected],
     settings: PrepareSettings,
-    datasets_dir: Path,
+    datasets_dir: UPath,
 ) -> Dataset:
     """Deduplicate by content, group near-duplicates, split by group, balance, write the manifest.
 
@@ -88,7 +88,8 @@ def assemble_dataset(
     dataset_id = f"ds-{manifest_hash[:12]}"
     path = datasets_dir / dataset_id / "manifest.parquet"
     path.parent.mkdir(parents=True, exist_ok=True)
-    manifest.to_parquet(path, index=False)
+    with path.open("wb") as handle:
+        manifest.to_parquet(handle, index=False)
     return Dataset(
         dataset_id,
         path,

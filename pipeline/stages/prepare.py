@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -17,12 +18,15 @@ from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
 
+from upath import UPath
+
+from pipeline import storage
 from pipeline.media.images import MediaError
 from pipeline.media.sniff import SNIFF_BYTES, sniff_kind, sniff_path_kind
 from pipeline.prepare.dataset import LABEL_CONFLICT, Dataset, assemble_dataset
 from pipeline.prepare.process import ItemResult, Progress, process_items, read_media
 from pipeline.prepare.sources import Rejected, SourceItem, discover
-from pipeline.settings import Settings
+from pipeline.settings import Settings, is_local
 from pipeline.store import ResultStore
 
 IMAGE_CHUNK = 2000
@@ -36,7 +40,8 @@ def plan(settings: Settings, source_uri: str) -> dict:
     The split only decides which task processes a file (one task per video, chunks of
     images): files with an image extension go to the image chunks unread, the rest are
     sniffed. Every file's kind is then detected from its bytes by ``process_item``, so a
-    video named ``.jpg`` is still extracted as a video.
+    video named ``.jpg`` is still extracted as a video. The work folder lies under
+    ``storage.root``, where every worker reaches it.
     """
     workdir = settings.storage.root / "runs" / f"prepare-{datetime.now(UTC):%Y%m%dT%H%M%S%f}"
     workdir.mkdir(parents=True)
@@ -49,13 +54,13 @@ def plan(settings: Settings, source_uri: str) -> dict:
     chunks = []
     for number, start in enumerate(range(0, len(images), IMAGE_CHUNK)):
         chunks.append(str(workdir / f"images-{number:05d}.json"))
-        Path(chunks[-1]).write_text(json.dumps(images[start : start + IMAGE_CHUNK]))
+        UPath(chunks[-1]).write_text(json.dumps(images[start : start + IMAGE_CHUNK]))
     return {"workdir": str(workdir), "source_uri": source_uri, "videos": videos, "image_chunks": chunks}
 
 
 def load_chunk(path: str) -> list[dict]:
     """The image items of one chunk written by :func:`plan`."""
-    return json.loads(Path(path).read_text())
+    return json.loads(UPath(path).read_text())
 
 
 def _peek_kind(uri: str) -> str:
@@ -67,7 +72,7 @@ def _peek_kind(uri: str) -> str:
         return "unknown"  # process_item will quarantine it with the precise reason
 
 
-def frames_dir(settings: Settings) -> Path:
+def frames_dir(settings: Settings) -> UPath:
     """Frames are content-addressed, per crop, resize policy and size."""
     prepare = settings.prepare
     return settings.storage.root / "frames" / f"{prepare.crop}-{prepare.resize_policy}-{prepare.frame_size}"
@@ -79,7 +84,7 @@ def process_batch(
     """Process one batch of items and write its results file (named by its items) for :func:`assemble`."""
     results = _process(settings, store, items, on_progress)
     batch = hashlib.sha256("\0".join(item["uri"] for item in items).encode()).hexdigest()[:16]
-    path = Path(workdir) / f"results-{batch}.jsonl"
+    path = UPath(workdir) / f"results-{batch}.jsonl"
     path.write_text("".join(json.dumps(r.to_dict()) + "\n" for r in results))
     return str(path)
 
@@ -88,7 +93,7 @@ def assemble(settings: Settings, store: ResultStore, workdir: str, source_uri: s
     """Build the dataset from every batch's results file, write the manifest and record it in MongoDB."""
     results = [
         ItemResult.from_dict(json.loads(line))
-        for path in sorted(Path(workdir).glob(RESULTS_GLOB))
+        for path in sorted(UPath(workdir).glob(RESULTS_GLOB), key=str)
         for line in path.read_text().splitlines()
     ]
     return _assemble(settings, store, workdir, source_uri, results)
@@ -114,20 +119,37 @@ def run(settings: Settings, store: ResultStore, source_uri: str, *, on_progress:
 def _process(
     settings: Settings, store: ResultStore, items: list[dict], on_progress: Progress | None
 ) -> list[ItemResult]:
-    """Process items on all cores, recording their media in MongoDB as they come."""
+    """Process items on all cores, recording their media in MongoDB as they come.
+
+    Frames are written straight into a folder root; under a URI root they are written to a
+    local scratch folder, then published there, and the results name them by URI.
+    """
+    destination = frames_dir(settings)
+    if is_local(destination):
+        return _process_into(Path(destination), settings, store, items, on_progress)
+    scratch = settings.storage.local_root / "scratch"
+    scratch.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=scratch, prefix="frames-") as folder:
+        results = _process_into(Path(folder), settings, store, items, on_progress)
+        uris = storage.publish(Path(folder), destination)
+    for result in results:
+        for frame in result.frames:
+            frame.path = uris[frame.path]
+    return results
+
+
+def _process_into(
+    folder: Path, settings: Settings, store: ResultStore, items: list[dict], on_progress: Progress | None
+) -> list[ItemResult]:
     with _recording_media(store) as record:
         return process_items(
-            [SourceItem(**item) for item in items],
-            settings.prepare,
-            frames_dir(settings),
-            on_result=record,
-            on_progress=on_progress,
+            [SourceItem(**item) for item in items], settings.prepare, folder, on_result=record, on_progress=on_progress
         )
 
 
 def _assemble(settings: Settings, store: ResultStore, workdir: str, source_uri: str, results: list[ItemResult]) -> dict:
     started = time.perf_counter()
-    rejected = [Rejected(**r) for r in json.loads((Path(workdir) / "rejected.json").read_text())]
+    rejected = [Rejected(**r) for r in json.loads((UPath(workdir) / "rejected.json").read_text())]
     dataset = assemble_dataset(results, rejected, settings.prepare, settings.storage.root / "datasets")
     assembled = time.perf_counter()
     store.ensure_indexes()

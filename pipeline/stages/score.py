@@ -334,7 +334,7 @@ def _sniffed_kind(path: Path | None, settings: Settings) -> str:
 
 
 def _spool_dir(settings: Settings) -> Path:
-    return settings.storage.root / "spool"
+    return settings.storage.local_root / "spool"
 
 
 def _claimer() -> str:

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import tempfile
 import time
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
+from upath import UPath
 
-from pipeline import tracking
+from pipeline import storage, tracking
 from pipeline.aggregate import aggregate, choose_rule
 from pipeline.media.stats import MediaStats
 from pipeline.model.bundle import ModelBundle, load_bundle, save_bundle
@@ -47,6 +49,18 @@ def resolve_dataset(store: ResultStore, dataset_id: str | None) -> dict:
     return dataset
 
 
+def dataset_manifest(
+    settings: Settings, dataset: dict, *, on_progress: Callable[[int, int], None] | None = None
+) -> pd.DataFrame:
+    """A recorded dataset's manifest, its frames on local disk: those under a URI root are fetched
+    once into ``storage.local_root/cache/frames`` (``on_progress(done, total)`` follows them)."""
+    with UPath(dataset["manifest_path"]).open("rb") as handle:
+        manifest = pd.read_parquet(handle)
+    cache = settings.storage.local_root / "cache" / "frames"
+    manifest["frame_path"] = storage.local_copies(manifest["frame_path"].tolist(), cache, on_progress=on_progress)
+    return manifest
+
+
 def split_outputs(
     predictor: ModelBundle | keras.Model, rows: pd.DataFrame, batch_size: int, names: tuple[str, ...] = (LOGIT,)
 ) -> dict[str, np.ndarray]:
@@ -67,15 +81,24 @@ def split_logits(
     return split_outputs(predictor, rows, batch_size)[LOGIT], rows["label"].to_numpy()
 
 
-def run(settings: Settings, store: ResultStore, *, dataset_id: str | None = None) -> dict:
-    """Train, calibrate on validation, describe the training data, evaluate on test, register, maybe promote."""
+def run(
+    settings: Settings,
+    store: ResultStore,
+    *,
+    dataset_id: str | None = None,
+    on_progress: Callable[[int, int], None] | None = None,
+) -> dict:
+    """Train, calibrate on validation, describe the training data, evaluate on test, register, maybe promote.
+
+    ``on_progress(done, total)`` follows the frames fetched from a URI root before training.
+    """
     dataset = resolve_dataset(store, dataset_id)
-    manifest = pd.read_parquet(dataset["manifest_path"])
+    manifest = dataset_manifest(settings, dataset, on_progress=on_progress)
     check_trainable(manifest, dataset["_id"], dataset["source_uri"])
     model_settings = settings.model
     batch = model_settings.batch_size
     started = time.perf_counter()
-    workdir = Path(tempfile.mkdtemp(prefix="train-", dir=_ensure(settings.storage.root / "runs")))
+    workdir = Path(tempfile.mkdtemp(prefix="train-", dir=_ensure(settings.storage.local_root / "runs")))
     rows = {split: manifest[manifest["split"] == split] for split in ("train", "val", "test")}
     with tracking.training_run(
         settings, dataset=dataset, run_name=f"{model_settings.backbone}-{dataset['_id']}"
