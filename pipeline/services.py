@@ -145,6 +145,22 @@ def mongo_uri(configured: str | None, storage: Path) -> Iterator[str]:
         yield uri
 
 
+def mongo_server_command(storage: Path | str, port: int, *, auth: bool = False) -> list[str]:
+    """The embedded MongoDB-wire server's command line, on 127.0.0.1:``port`` over ``storage``."""
+    command = [_server_binary(), "--host", "127.0.0.1", "--port", str(port), "--storage-path", str(storage)]
+    return [*command, "--log-level", "WARNING", *(["--auth"] if auth else [])]
+
+
+def worker_hostname() -> str:
+    """This machine's name, qualified by ``MEDIACHECK_WORKER_NAME`` where several workers share it.
+
+    Airflow records it on every task instance (``[core] hostname_callable``), so each worker's share of
+    the work stays visible when the native topology runs two Celery workers on one machine.
+    """
+    name = socket.getfqdn()
+    return f"{worker}.{name}" if (worker := os.environ.get("MEDIACHECK_WORKER_NAME")) else name
+
+
 def start_mongo_server(
     storage: Path | str,
     *,
@@ -166,18 +182,7 @@ def start_mongo_server(
     port = port or free_port()
     log = subprocess.DEVNULL if in_memory else private_log(Path(storage).with_suffix(".log"))
     process = subprocess.Popen(
-        [
-            _server_binary(),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--storage-path",
-            str(storage),
-            "--log-level",
-            "WARNING",
-            *(["--auth"] if auth else []),
-        ],
+        mongo_server_command(storage, port, auth=auth),
         stdout=log,
         stderr=subprocess.STDOUT,
         start_new_session=detach,
