@@ -6,6 +6,7 @@ Images and video frames share one decode -> resize -> JPEG path (pipeline.media.
 from __future__ import annotations
 
 import hashlib
+import multiprocessing
 import os
 import stat
 from collections.abc import Callable, Iterable, Iterator
@@ -224,6 +225,17 @@ def perceptual_hash(rgb: np.ndarray, policy: ResizePolicy) -> str:
     return np.packbits(low > (middle[0] + middle[1]) / 2).tobytes().hex()  # np.median's value, at a third of its cost
 
 
+def _process_pool(workers: int) -> ProcessPoolExecutor:
+    """A pool of ``workers`` processes, also inside a Celery worker's task.
+
+    Celery's prefork pool marks its children daemonic, and Airflow's task process inherits the
+    mark through os.fork although nothing will ever terminate it as a daemon: multiprocessing
+    would refuse it any child ("daemonic processes are not allowed to have children").
+    """
+    multiprocessing.current_process().daemon = False
+    return ProcessPoolExecutor(max_workers=workers)
+
+
 def process_items(
     items: Iterable[SourceItem],
     settings: PrepareSettings,
@@ -242,7 +254,7 @@ def process_items(
         mapped = (process_item(item, settings, frames_dir) for item in items)
         executor = None
     else:
-        executor = ProcessPoolExecutor(max_workers=workers)
+        executor = _process_pool(workers)
         chunk = max(1, min(256, len(items) // (workers * 8)))
         # Settings travel once per chunk with the function, not once per item (pickling them cost more than a hash).
         work = partial(process_item, settings=settings, frames_dir=frames_dir)

@@ -81,3 +81,29 @@ def test_training_frames_never_carry_metadata(tmp_path, c2pa_sign):
         results.append(process_item(SourceItem(str(tmp_path / name), label), settings, tmp_path / "frames"))
     manifest = assemble_dataset(results, [], settings, tmp_path / "datasets").manifest
     assert not {"provenance", "c2pa", "generator", "parameters"} & set(manifest.columns)
+
+
+def _process_in_a_daemon(folder: str, answers) -> None:
+    from pipeline.prepare.process import process_items
+
+    items = [SourceItem(str(path), 0) for path in sorted(Path(folder).glob("*.png"))]
+    try:
+        results = process_items(items, PrepareSettings(frame_size=32), Path(folder) / "frames", workers=2)
+        answers.put([result.reason for result in results])
+    except Exception as error:  # noqa: BLE001 - the parent asserts on what happened here
+        answers.put(repr(error))
+
+
+def test_items_are_processed_on_a_pool_inside_a_daemonic_process(tmp_path):
+    """A Celery prefork worker's task is a daemonic process: its pool of item processes must still start."""
+    import multiprocessing
+
+    for seed in range(8):
+        Image.fromarray(np.random.default_rng(seed).integers(0, 255, (24, 24, 3), np.uint8)).save(tmp_path / f"{seed}.png")
+    context = multiprocessing.get_context("fork")
+    answers = context.Queue()
+    worker = context.Process(target=_process_in_a_daemon, args=(str(tmp_path), answers), daemon=True)
+    worker.start()
+    answer = answers.get(timeout=120)
+    worker.join(timeout=30)
+    assert answer == [None] * 8  # eight frames, no quarantine reason, no error
