@@ -7,7 +7,7 @@ UV_VERSION := 0.13.9
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export PYTHONUNBUFFERED := 1
 
-.PHONY: install demo test test-fast lint lock audit up status down clean FORCE
+.PHONY: install demo test test-fast lint lock audit up cluster status down clean FORCE
 
 # Which lock .venv gets: GPU=1 the CUDA build of TensorFlow (requirements-gpu.txt), GPU=0 the CPU
 # build (requirements.txt); without GPU, the one already installed (the stamp records it; an empty
@@ -66,6 +66,9 @@ audit:  ## check the lock for known vulnerabilities (pip-audit, in an environmen
 up: install  ## Airflow, MLflow UI and the embedded MongoDB on 127.0.0.1, supervised; waits until all are healthy
 	MEDIACHECK_CONFIG=$${MEDIACHECK_CONFIG:-configs/demo.yaml} $(BIN)/python scripts/stack.py up
 
+cluster: install  ## docker-compose.yaml's topology without Docker: PostgreSQL, Redis, MLflow server, CeleryExecutor, 2 workers
+	MEDIACHECK_CONFIG=$${MEDIACHECK_CONFIG:-configs/demo.yaml} $(BIN)/python scripts/cluster.py up
+
 status:  ## each component of `make up`: state, pid, uptime, restarts, last exit, log; exit 0 only if all are healthy
 	$(BIN)/python scripts/stack.py status
 
@@ -73,4 +76,4 @@ down:
 	$(BIN)/python scripts/stack.py down
 
 clean: down
-	rm -rf .data .airflow
+	rm -rf .data .airflow .airflow-cluster

@@ -1,9 +1,10 @@
-"""`make up` / `make down` (scripts/stack.py): nothing survives down, no secret leaks, files are private."""
+"""`make up` / `make status` / `make down` (scripts/stack.py): supervision, nothing survives down, no secret leaks."""
 
 import base64
 import hashlib
 import json
 import os
+import pwd
 import shutil
 import signal
 import stat
@@ -57,7 +58,7 @@ def launch(name: str, command: list[str], settings, environment: dict | None = N
     """Start one component as `make up` does, from a process that then exits; the stack's saved state."""
     env = {**os.environ, **(environment or {}), "PYTHONPATH": str(PROJECT_ROOT / "scripts")}
     subprocess.run([sys.executable, "-c", LAUNCH, name, json.dumps(command)], env=env, check=True, timeout=60)
-    return json.loads((settings.storage.root / "stack" / "pids.json").read_text())
+    return json.loads((settings.storage.local_root / "stack" / "pids.json").read_text())
 
 
 def alive(pid: int) -> bool:
@@ -84,7 +85,7 @@ def kill_leftovers(stack_id: str) -> None:
 
 def test_down_stops_every_process_including_stubborn_orphans(settings):
     state = launch("component", [sys.executable, "-c", COMPONENT], settings)
-    log = settings.storage.root / "stack" / "component.log"
+    log = settings.storage.local_root / "stack" / "component.log"
     try:
         children = wait_for(lambda: log.read_text().strip() and json.loads(log.read_text()), 30, "the PIDs")
         pids = [state["pids"]["component"], *children.values()]
@@ -97,9 +98,141 @@ def test_down_stops_every_process_including_stubborn_orphans(settings):
         assert [pid for pid in pids if alive(pid)] == []  # when down returns, everything has exited
         assert "stopped 5 processes" in down.stdout and "killed" in down.stdout  # 5: with the log writer
         assert time.monotonic() - started < 30
-        assert not (settings.storage.root / "stack" / "pids.json").exists()
+        assert not (settings.storage.local_root / "stack" / "pids.json").exists()
     finally:
         kill_leftovers(state["id"])
+
+
+def component(name: str, code: str, **options) -> stack.Component:
+    """A tiny Python component: ``code`` run by this interpreter, in this process's environment."""
+    return stack.Component(name, [sys.executable, "-c", code], dict(os.environ), **options)
+
+
+def web(name: str, port: int, scheme: str = "http") -> stack.Component:
+    """An HTTP server on ``port``, checked by ``scheme`` (http, or tcp for a connection only)."""
+    command = [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1"]
+    return stack.Component(name, command, dict(os.environ), health=f"{scheme}://127.0.0.1:{port}/")
+
+
+def health(settings) -> dict:
+    return json.loads((settings.storage.local_root / "stack" / "health.json").read_text())
+
+
+def row(settings, name: str) -> dict:
+    return next(row for row in health(settings)["components"] if row["name"] == name)
+
+
+def status_of(capsys) -> tuple[int, str]:
+    """`stack.py status` in this process: its exit code and output."""
+    capsys.readouterr()
+    code = stack.status()
+    return code, capsys.readouterr().out
+
+
+@pytest.fixture
+def supervised(settings, monkeypatch):
+    """For stacks started from this process (begin() marks it): afterwards down, then the marker's leftovers."""
+    monkeypatch.delenv(stack.MARKER, raising=False)
+    yield
+    subprocess.run([*STACK, "down", "--grace-s", "1"], capture_output=True, timeout=120)
+    if stack_id := os.environ.get(stack.MARKER):
+        kill_leftovers(stack_id)
+
+
+def test_a_component_killed_with_sigkill_is_restarted_and_healthy_again(settings, supervised, monkeypatch, capsys):
+    monkeypatch.setenv("SERVICE_TOKEN", "t0ken-value")
+    talk = "import os, time; print('token', os.environ['SERVICE_TOKEN'], flush=True); time.sleep(600)"
+    components = [component("init", "print('initialised')", once=True), web("web", free_port()),
+                  web("tcp", free_port(), scheme="tcp"), component("talk", talk)]  # fmt: skip
+    assert stack.start(components) == 0
+    assert capsys.readouterr().out.count(" healthy ") == 3
+    killed = row(settings, "web")["pid"]
+    os.kill(killed, signal.SIGKILL)
+
+    def restarted() -> dict | None:
+        again = row(settings, "web")
+        return again if again["state"] == "healthy" and again["restarts"] else None
+
+    web_row = wait_for(restarted, 30, "the restart")
+    assert (web_row["restarts"], web_row["last_exit"]) == (1, -signal.SIGKILL) and web_row["pid"] != killed
+    code, out = status_of(capsys)
+    assert code == 0, out
+    lines = {line.split()[0]: line.split() for line in out.splitlines()[2:]}
+    assert lines["web"][1:2] + lines["web"][4:6] == ["healthy", "1", "SIGKILL"]
+    assert lines["init"][1:6] == ["completed", "-", "-", "0", "0"] and lines["tcp"][1] == lines["talk"][1] == "healthy"
+    folder = settings.storage.local_root / "stack"
+    assert (folder / "talk.log").read_text() == "token ***\n"
+    supervisor = psutil.Process(health(settings)["supervisor"])
+    texts = [" ".join(supervisor.cmdline()), *(p.read_text() for p in folder.iterdir())]  # specs went by a pipe
+    assert not [text for text in texts if "t0ken-value" in text]
+    assert {stat.S_IMODE(p.stat().st_mode) for p in folder.iterdir()} == {0o600}
+
+
+def test_a_component_that_keeps_crashing_brings_the_stack_down_and_status_says_why(settings, supervised, capsys):
+    crash = "import sys, time; print('flaky gives up', flush=True); time.sleep(3); sys.exit(3)"
+    components = [component("steady", "import time; time.sleep(600)"), component("flaky", crash)]
+    assert stack.start(components, policy=stack.RestartPolicy(limit=2, first_delay_s=0.2)) == 0
+    stack_id = os.environ[stack.MARKER]
+    wait_for(lambda: health(settings)["phase"] == "down" and not marked(stack_id), 60, "the stack to be brought down")
+    code, out = status_of(capsys)
+    assert code == 1
+    assert "brought down by its supervisor: flaky exited 3 times within 10m00s (exit codes 3, 3, 3)" in out
+    assert {line.split()[0]: line.split()[1] for line in out.splitlines()[2:4]} == {"steady": "stopped",
+                                                                                     "flaky": "failed"}  # fmt: skip
+    assert out.count("flaky gives up") >= 3  # the tail of its log
+    time.sleep(1)
+    assert marked(stack_id) == []  # the supervisor too: nothing is restarted
+
+
+def test_a_component_that_never_becomes_healthy_fails_start_and_leaves_nothing_running(settings, supervised, capsys):
+    deaf = component("deaf", "import time; print('listening nowhere', flush=True); time.sleep(600)",
+                     health=f"http://127.0.0.1:{free_port()}/", ready_timeout_s=2)  # fmt: skip
+    started = time.monotonic()
+    assert stack.start([component("first", "import time; time.sleep(600)"), deaf]) == 1
+    assert time.monotonic() - started < 30
+    out = capsys.readouterr().out
+    assert "deaf was not healthy 2 s after it started (http://127.0.0.1:" in out
+    assert "listening nowhere" in out  # the tail of its log
+    assert marked(os.environ[stack.MARKER]) == []
+
+
+def test_a_component_whose_address_answers_already_is_not_started(settings, supervised, capsys):
+    port = free_port()
+    squatter = subprocess.Popen(web("squatter", port).command, stderr=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: request(f"http://127.0.0.1:{port}/")[0], 30, "the other server")
+        assert stack.start([web("web", port)]) == 1
+    finally:
+        squatter.kill()
+        squatter.wait()
+    assert f"web found http://127.0.0.1:{port}/ answering before it started" in capsys.readouterr().out
+    assert marked(os.environ[stack.MARKER]) == []
+
+
+def test_down_during_supervision_stops_everything_and_nothing_is_restarted(settings, supervised):
+    # Airflow's components set their process title, which overwrites their environment and so the marker.
+    titled = component("titled", "import setproctitle, time; setproctitle.setproctitle('titled'); time.sleep(600)")
+    assert stack.start([component("component", COMPONENT), web("web", free_port()), titled]) == 0
+    stack_id, log = os.environ[stack.MARKER], settings.storage.local_root / "stack" / "component.log"
+    children = wait_for(lambda: log.read_text().strip() and json.loads(log.read_text()), 30, "the PIDs")
+    pids = [health(settings)["supervisor"], *(r["pid"] for r in health(settings)["components"]), *children.values()]
+    down = subprocess.run([*STACK, "down", "--grace-s", "1"], capture_output=True, text=True, timeout=60)
+    assert down.returncode == 0, down.stdout + down.stderr
+    assert "stopped 10 processes" in down.stdout  # supervisor, 3 components, 3 children, 3 log writers
+    assert [pid for pid in pids if alive(pid)] == []
+    time.sleep(2)  # a supervisor still at work would have restarted a component by now
+    assert marked(stack_id) == []
+    assert not list((settings.storage.local_root / "stack").glob("*.json"))
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="running as another user needs root")
+def test_a_component_runs_as_its_user_with_that_users_group_only(settings, supervised):
+    nobody = pwd.getpwnam("nobody")
+    ids = ["sh", "-c", "echo $(id -u) $(id -g) $(id -G); exec sleep 600"]  # the environment's Python may be root's
+    assert stack.start([stack.Component("as-nobody", ids, dict(os.environ), user="nobody")]) == 0
+    log = settings.storage.local_root / "stack" / "as-nobody.log"
+    printed = wait_for(lambda: log.read_text().strip(), 30, "the ids")
+    assert printed == f"{nobody.pw_uid} {nobody.pw_gid} {nobody.pw_gid}"  # no supplementary group of ours
 
 
 def test_component_output_is_redacted_into_a_private_log(settings, monkeypatch):
@@ -107,7 +240,7 @@ def test_component_output_is_redacted_into_a_private_log(settings, monkeypatch):
     monkeypatch.setenv("SERVICE_TOKEN", "t0ken-value")
     talk = "import os; print('db', os.environ['MONGO_URI']); print('token', os.environ['SERVICE_TOKEN']); print('done')"
     state = launch("talk", [sys.executable, "-c", talk], settings)
-    log = settings.storage.root / "stack" / "talk.log"
+    log = settings.storage.local_root / "stack" / "talk.log"
     try:
         wait_for(lambda: not marked(state["id"]), 30, "the component and its log writer to finish")
     finally:
@@ -180,7 +313,7 @@ def test_mlflow_ui_requires_a_login(settings, monkeypatch):
     """The MLflow UI as `make up` starts it: basic-auth with the generated admin password, kept off command lines."""
     port = free_port()
     monkeypatch.setenv("MEDIACHECK_MLFLOW__UI_URL", f"http://127.0.0.1:{port}")
-    folder = settings.storage.root / "stack"
+    folder = settings.storage.local_root / "stack"
     command, environment, credentials_file = stack.mlflow_ui(load_settings(), stack.state_dir())
     credentials = json.loads(credentials_file.read_text())
     stack_id = launch("mlflow", command, settings, environment)["id"]
@@ -219,7 +352,8 @@ def test_real_stack(settings, tmp_path, monkeypatch):
         try:
             up = start_stack("--airflow-home", str(airflow_home))
             assert up.returncode == 0, up.stdout + up.stderr
-            assert "not answering" not in up.stdout
+            checked = subprocess.run([*STACK, "status"], capture_output=True, text=True, timeout=60)
+            assert checked.returncode == 0, checked.stdout  # every component healthy
             assert "mc:***@127.0.0.1" in up.stdout and "http://me:***@127.0.0.1" in up.stdout
             state = json.loads((root / "stack" / "pids.json").read_text())
             airflow_password = json.loads((airflow_home / "simple_auth_manager_passwords.json.generated").read_text())
@@ -247,7 +381,8 @@ def test_real_stack(settings, tmp_path, monkeypatch):
         finally:
             down = subprocess.run([*STACK, "down"], capture_output=True, text=True, timeout=120)
         assert down.returncode == 0, down.stdout + down.stderr
-    assert len(processes) >= 5  # standalone, scheduler, dag processor, triggerer, API server, and any task
+    assert request(f"{api}/api/v2/version")[0] == 0  # the API server is gone too, though its title hides the marker
+    assert len(processes) >= 5  # the supervisor, API server, scheduler, DAG processor, triggerer, and any task
     assert [p.pid for p in processes if alive(p.pid)] == []
     assert marked(state["id"]) == []
 
@@ -255,7 +390,8 @@ def test_real_stack(settings, tmp_path, monkeypatch):
     assert "http://me:***@127.0.0.1" in score_log  # MLflow's error was logged, its password masked
     secrets = [PASSWORD, quote_plus(PASSWORD), MLFLOW_SECRET, airflow_password["admin"]]
     logs = [p for p in [*(root / "stack").glob("*.log"), *(airflow_home / "logs").rglob("*")] if p.is_file()]
-    for text in [up.stdout, up.stderr, down.stdout, *command_lines, *(p.read_text(errors="replace") for p in logs)]:
+    outputs = [up.stdout, up.stderr, checked.stdout, down.stdout, *command_lines]
+    for text in [*outputs, *(p.read_text(errors="replace") for p in logs)]:
         assert not [secret for secret in secrets if secret in text]
     leaky = [p for p in [*root.rglob("*"), *airflow_home.rglob("*")] if stat.S_IMODE(p.stat().st_mode) & 0o077]
     assert leaky == []  # databases, logs, credentials: owner only
@@ -283,18 +419,19 @@ def test_a_drop_of_forty_media_into_the_running_stack_gets_one_verdict_each(sett
     try:
         up = start_stack("--airflow-home", str(airflow_home))
         assert up.returncode == 0, up.stdout + up.stderr
-        state = json.loads((settings.storage.root / "stack" / "pids.json").read_text())
         for index, path in enumerate(media):
             shutil.copyfile(path, incoming / f"{index:02d}-{path.name}")
         wait_for(lambda: store.count(VERDICTS) >= len(contents), 600, f"{len(contents)} verdicts")
-        stack_alive = [name for name, pid in state["pids"].items() if alive(pid)]
+        status = subprocess.run([*STACK, "status"], capture_output=True, text=True, timeout=60)
+        restarts = {row["name"]: row["restarts"] for row in health(settings)["components"]}
     finally:
         down = subprocess.run([*STACK, "down"], capture_output=True, text=True, timeout=120)
     assert down.returncode == 0, down.stdout + down.stderr
     assert {v["_id"] for v in store.db[VERDICTS].find()} == contents
     linked = {d["_id"] for d in store.db[INTAKE].find({"status": {"$in": ["scored", "failed", "linked"]}})}
     assert linked == {(incoming / f"{index:02d}-{path.name}").as_uri() for index, path in enumerate(media)}
-    assert stack_alive == list(state["pids"])  # no component had died when the last verdict came
+    assert status.returncode == 0, status.stdout
+    assert set(restarts.values()) == {0}, restarts  # no component had died when the last verdict came
 
 
 def test_down_without_a_stack_does_nothing(settings):
