@@ -99,7 +99,8 @@ def test_items_are_processed_on_a_pool_inside_a_daemonic_process(tmp_path):
     import multiprocessing
 
     for seed in range(8):
-        Image.fromarray(np.random.default_rng(seed).integers(0, 255, (24, 24, 3), np.uint8)).save(tmp_path / f"{seed}.png")
+        pixels = np.random.default_rng(seed).integers(0, 255, (24, 24, 3), np.uint8)
+        Image.fromarray(pixels).save(tmp_path / f"{seed}.png")
     context = multiprocessing.get_context("fork")
     answers = context.Queue()
     worker = context.Process(target=_process_in_a_daemon, args=(str(tmp_path), answers), daemon=True)
