@@ -6,14 +6,13 @@ metadata makes each a distinct content) are scored twice into two databases of o
 MongoDB-wire server:
 
 * **CLI**: ``mediacheck score FOLDER`` over a folder holding them;
-* **Airflow**: ``scripts/stack.py up`` (`make up`: LocalExecutor on SQLite) or, with
-  ``--topology cluster``, ``scripts/cluster.py up`` (`make cluster`: CeleryExecutor with two
-  workers, PostgreSQL, Redis); then the videos moved into the watched folder at once, just after
-  a poll; the time runs from that move to the last verdict in MongoDB.
+* **Airflow**: ``scripts/stack.py up`` (the `make up` stack: LocalExecutor on SQLite, its scheduler
+  polling the bucket every minute), then the videos moved into the watched folder at once, just
+  after a poll; the time runs from that move to the last verdict in MongoDB.
 
-Usage: .venv/bin/python bench/bucket_bench.py [--videos N] [--topology up|cluster] [--work DIR]
-(a kept --work reuses its model). Writes bench/results/bucket.json (bucket_cluster.json for the
-cluster): videos, cli_videos_per_min, airflow_videos_per_min, ratio_to_cli, first_verdict_s, executor.
+Usage: .venv/bin/python bench/bucket_bench.py [--videos N] [--work DIR]   (a kept --work reuses its model)
+Writes bench/results/bucket.json: videos, cli_videos_per_min, airflow_videos_per_min, ratio_to_cli,
+first_verdict_s, executor.
 """
 
 from __future__ import annotations
@@ -43,9 +42,7 @@ from pipeline.store import VERDICTS, ResultStore
 from pipeline.synthetic import make_labelled_set
 
 SHARED_VIDEOS = PROJECT_ROOT.parent / "shared" / "datasets" / "videos"
-RESULTS = {"up": PROJECT_ROOT / "bench" / "results" / "bucket.json",
-           "cluster": PROJECT_ROOT / "bench" / "results" / "bucket_cluster.json"}  # fmt: skip
-EXECUTORS = {"up": "LocalExecutor (make up, SQLite)", "cluster": "CeleryExecutor, 2 workers (make cluster, PostgreSQL)"}
+RESULTS = PROJECT_ROOT / "bench" / "results" / "bucket.json"
 BIN = Path(sys.executable).parent
 TARGETS = {"ratio_to_cli_min": 0.7, "first_verdict_s_max": 90}
 
@@ -54,7 +51,6 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--videos", type=int, default=40)
     parser.add_argument("--work", type=Path, help="default: a temporary folder, removed afterwards")
-    parser.add_argument("--topology", choices=sorted(RESULTS), default="up", help="make up, or make cluster")
     parser.add_argument("--timeout-s", type=float, default=1800, help="give up on the Airflow path after this long")
     args = parser.parse_args()
     if not SHARED_VIDEOS.is_dir():
@@ -74,7 +70,7 @@ def main() -> None:
             trained_s = train_demo_model(work, uri)
             videos = distinct_videos(args.videos, work / "videos")
             cli = time_cli(videos, work, env)
-            airflow = time_airflow(videos, work, env, args.timeout_s, args.topology)
+            airflow = time_airflow(videos, work, env, args.timeout_s)
     finally:
         if args.work is None:
             shutil.rmtree(work, ignore_errors=True)
@@ -95,7 +91,8 @@ def main() -> None:
         "ratio_met": report["ratio_to_cli"] >= TARGETS["ratio_to_cli_min"],
         "first_verdict_met": report["first_verdict_s"] <= TARGETS["first_verdict_s_max"],
     }
-    RESULTS[args.topology].write_text(json.dumps(report, indent=2) + "\n")
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(report, indent=2) + "\n")
     print(json.dumps(report, indent=2))
 
 
@@ -148,7 +145,7 @@ def time_cli(videos: list[Path], work: Path, env: dict) -> dict:
     return {"seconds": round(seconds, 1), "scored": statuses.count("scored"), "failed": statuses.count("failed")}
 
 
-def time_airflow(videos: list[Path], work: Path, env: dict, timeout_s: float, topology: str) -> dict:
+def time_airflow(videos: list[Path], work: Path, env: dict, timeout_s: float) -> dict:
     """Start the stack, wait until it polls the bucket, move the videos in, wait for every verdict."""
     port = free_port()
     env = env | {
@@ -161,14 +158,11 @@ def time_airflow(videos: list[Path], work: Path, env: dict, timeout_s: float, to
     stack = [str(BIN / "python"), str(PROJECT_ROOT / "scripts" / "stack.py")]
     airflow_home = work / "airflow"
     shutil.rmtree(airflow_home, ignore_errors=True)  # a fresh metadata database: only this run's tasks
-    starter = stack if topology == "up" else [str(BIN / "python"), str(PROJECT_ROOT / "scripts" / "cluster.py")]
-    subprocess.run([*starter, "up", "--airflow-home", str(airflow_home)], env=env, check=True, timeout=600)
+    subprocess.run([*stack, "up", "--airflow-home", str(airflow_home)], env=env, check=True, timeout=600)
     store = ResultStore.from_uri(env["MONGO_URI"], database="bench_airflow")
     try:
         api = f"http://127.0.0.1:{port}"
-        passwords = {"up": airflow_home / "simple_auth_manager_passwords.json.generated",
-                     "cluster": work / "data" / "stack" / "airflow_passwords.json"}  # fmt: skip
-        password = json.loads(passwords[topology].read_text())["admin"]
+        password = json.loads((airflow_home / "simple_auth_manager_passwords.json.generated").read_text())["admin"]
         token = _post(f"{api}/auth/token", {"username": "admin", "password": password})["access_token"]
         # Drop just after a poll of the bucket has finished: the wait for the next one (the DAG polls
         # every minute) is then nearly whole, so the figures are the unlucky case, not a lucky one.
@@ -195,7 +189,7 @@ def time_airflow(videos: list[Path], work: Path, env: dict, timeout_s: float, to
         "last_verdict_s": round(last - dropped, 1),
         # the wait for the next poll of the bucket (every minute) and the settle time (score.settle_s)
         "first_scoring_task_started_s": round(started - dropped, 1),
-        "executor": EXECUTORS[topology],
+        "executor": "LocalExecutor (make up, SQLite)",
         "scoring_tasks": len(chunks),
         "scoring_task_s": sorted(round(t["duration"] or 0, 1) for t in chunks),
         "objects_per_task": int(
