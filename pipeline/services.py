@@ -116,13 +116,19 @@ def airflow_environment(
     }
 
 
-def _uri_file(storage: Path | str) -> Path:
+def local_uri(port: int) -> str:
+    """The URI of the embedded server listening on 127.0.0.1:``port``."""
+    return f"mongodb://127.0.0.1:{port}/?directConnection=true"
+
+
+def embedded_uri_file(storage: Path | str) -> Path:
+    """Where a running embedded server's URI is kept, beside its storage: other commands find it there."""
     return Path(storage).with_suffix(".uri")
 
 
 def running_embedded_uri(storage: Path | str) -> str | None:
     """URI of an embedded server already serving ``storage`` (started by ``make up``), if any."""
-    uri_file = _uri_file(storage)
+    uri_file = embedded_uri_file(storage)
     if not uri_file.exists():
         return None
     uri = uri_file.read_text().strip()
@@ -165,15 +171,13 @@ def start_mongo_server(
     storage: Path | str,
     *,
     port: int | None = None,
-    detach: bool = False,
     auth: bool = False,
     startup_timeout_s: float = 30,
 ) -> tuple[subprocess.Popen, str]:
     """Start the embedded MongoDB-wire server on 127.0.0.1; return the process and its URI.
 
     ``storage`` is a folder (data survives restarts) or ``":memory:"`` for a throwaway store.
-    A detached server outlives this process (``make up``); its URI is written beside the
-    storage folder so that other commands reuse it. With ``auth`` every command but the
+    Its URI is written beside the storage folder so that other commands reuse it. With ``auth`` every command but the
     handshake needs a login (SCRAM-SHA-256) of a user created before, without ``auth``.
     """
     in_memory = str(storage) == ":memory:"
@@ -185,18 +189,17 @@ def start_mongo_server(
         mongo_server_command(storage, port, auth=auth),
         stdout=log,
         stderr=subprocess.STDOUT,
-        start_new_session=detach,
     )
     if log is not subprocess.DEVNULL:
         log.close()  # the server writes through its own copy
-    uri = f"mongodb://127.0.0.1:{port}/?directConnection=true"
+    uri = local_uri(port)
     try:
         _wait_until_up(uri, process, startup_timeout_s)
     except RuntimeError:
         stop_process(process)
         raise
     if not in_memory:
-        _uri_file(storage).write_text(uri)
+        embedded_uri_file(storage).write_text(uri)
     return process, uri
 
 
@@ -217,7 +220,7 @@ def embedded_mongo(storage: Path | str, *, port: int | None = None) -> Iterator[
         yield uri
     finally:
         if str(storage) != ":memory:":
-            _uri_file(storage).unlink(missing_ok=True)
+            embedded_uri_file(storage).unlink(missing_ok=True)
         stop_process(process)
 
 

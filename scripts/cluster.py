@@ -34,7 +34,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
-from stack import ADMIN, BIN, DEFAULT_AIRFLOW_PORT, Component, mongo_component, start, state_dir
+from stack import (
+    ADMIN,
+    BIN,
+    DEFAULT_AIRFLOW_PORT,
+    Component,
+    mlflow_port,
+    mongo_component,
+    start,
+    state_dir,
+    write_private,
+)
 
 from pipeline.services import airflow_connection, free_port, owner_only, private_folder
 from pipeline.settings import PROJECT_ROOT, Settings, get_settings
@@ -116,12 +126,16 @@ def credentials_file() -> Path:
 
 
 def cluster_credentials() -> dict[str, str]:
-    """The compose file's secrets (its ``${VARIABLE}``s), generated once and kept in a 0600 file."""
+    """The compose file's secrets (its ``${VARIABLE}``s), generated once and kept in a 0600 file.
+
+    New secrets also start a new PostgreSQL cluster: one left from lost secrets would refuse every login.
+    """
     from cryptography.fernet import Fernet
 
     path = credentials_file()
     if path.exists():
         return json.loads(path.read_text())
+    shutil.rmtree(postgres_data(), ignore_errors=True)
     generated = {
         "POSTGRES_PASSWORD": secrets.token_urlsafe(24),
         "REDIS_PASSWORD": secrets.token_urlsafe(24),
@@ -130,9 +144,7 @@ def cluster_credentials() -> dict[str, str]:
         "AIRFLOW_JWT_SECRET": secrets.token_urlsafe(32),
         "AIRFLOW_ADMIN_PASSWORD": secrets.token_urlsafe(16),
     }
-    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(descriptor, "w") as file:
-        json.dump(generated, file)
+    write_private(path, json.dumps(generated))
     return generated
 
 
@@ -234,12 +246,11 @@ def sql_statements(script: str) -> list[str]:
 def redis_config(credentials: dict[str, str], port: int) -> Path:
     folder = private_folder(state_dir() / "redis")
     config = folder / "redis.conf"
-    descriptor = os.open(config, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(descriptor, "w") as file:
-        file.write(
-            f"bind 127.0.0.1\nport {port}\nrequirepass {credentials['REDIS_PASSWORD']}\n"
-            f'save ""\nappendonly no\ndir {folder}\n'
-        )
+    write_private(
+        config,
+        f"bind 127.0.0.1\nport {port}\nrequirepass {credentials['REDIS_PASSWORD']}\n"
+        f'save ""\nappendonly no\ndir {folder}\n',
+    )
     return config
 
 
@@ -329,9 +340,7 @@ def components(
 def admin_password_file(credentials: dict[str, str]) -> Path:
     """The simple auth manager's password file (compose's airflow-init writes the same)."""
     path = state_dir() / "airflow_passwords.json"
-    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(descriptor, "w") as file:
-        json.dump({ADMIN: credentials["AIRFLOW_ADMIN_PASSWORD"]}, file)
+    write_private(path, json.dumps({ADMIN: credentials["AIRFLOW_ADMIN_PASSWORD"]}))
     return path
 
 
@@ -345,7 +354,7 @@ def up(*, airflow_home: Path, workers: int) -> int:
     ports = Ports(
         postgres=free_port(),
         redis=free_port(),
-        mlflow=_port_of(settings.mlflow.ui_url, 5000),
+        mlflow=mlflow_port(settings),
         apiserver=int(os.environ.get("AIRFLOW__API__PORT", DEFAULT_AIRFLOW_PORT)),
         scheduler_health=free_port(),
     )
@@ -360,12 +369,6 @@ def up(*, airflow_home: Path, workers: int) -> int:
         print(f"MLflow   http://127.0.0.1:{ports.mlflow}")
         print(f"{workers} Celery workers on queue 'default'; health: make status; stop: make down")
     return code
-
-
-def _port_of(url: str | None, default: int) -> int:
-    from urllib.parse import urlsplit
-
-    return urlsplit(url or "").port or default
 
 
 def main(arguments: list[str]) -> int:

@@ -44,9 +44,10 @@ import psutil
 
 from pipeline.redact import MIN_SECRET, configured_secrets, hide, redact, secrets_in
 from pipeline.services import (
-    _uri_file,
     airflow_environment,
+    embedded_uri_file,
     free_port,
+    local_uri,
     mongo_server_command,
     owner_only,
     private_folder,
@@ -147,7 +148,7 @@ def up(airflow_home: Path = DEFAULT_AIRFLOW_HOME) -> int:
     ui = mlflow_ui(settings, state_dir())
     if ui is not None:
         command, mlflow_env, credentials_file = ui
-        url = f"http://127.0.0.1:{_mlflow_port(settings)}"
+        url = f"http://127.0.0.1:{mlflow_port(settings)}"
         components.append(Component("mlflow", command, {**env, **mlflow_env}, health=f"{url}/health"))
         logins.append(("MLflow", url, credentials_file))
     if (code := start(components)) != 0:
@@ -169,8 +170,8 @@ def mongo_component(storage: Path) -> tuple[Component, str]:
     """
     private_folder(storage)
     port = free_port()
-    uri = f"mongodb://127.0.0.1:{port}/?directConnection=true"
-    _uri_file(storage).write_text(uri)
+    uri = local_uri(port)
+    embedded_uri_file(storage).write_text(uri)
     return Component("mongo", mongo_server_command(storage, port), dict(os.environ), f"tcp://127.0.0.1:{port}"), uri
 
 
@@ -549,7 +550,7 @@ class Supervisor:
         """Write the states to ``health.json`` for `status`, when they changed."""
         text = json.dumps({**self.health, "components": [watched.row() for watched in self.watched]})
         if text != self.published:
-            _write_private(_health_file(), text)
+            write_private(_health_file(), text)
             self.published = text
 
 
@@ -696,7 +697,7 @@ def airflow_credentials(airflow_home: Path) -> Path:
     """Airflow's admin password file, generated here (0600) so that Airflow never echoes the password into its log."""
     password_file = airflow_home / "simple_auth_manager_passwords.json.generated"
     if not password_file.exists():
-        _write_private(password_file, json.dumps({ADMIN: _password()}) + "\n")
+        write_private(password_file, json.dumps({ADMIN: _password()}) + "\n")
     password_file.chmod(0o600)
     return password_file
 
@@ -714,11 +715,11 @@ def mlflow_ui(settings: Settings, folder: Path) -> tuple[list[str], dict[str, st
     if not credentials_file.exists():
         # MLflow creates the admin only in an empty user store: one made with lost credentials is useless.
         auth_database.unlink(missing_ok=True)
-        _write_private(credentials_file, json.dumps({ADMIN: _password(), "secret_key": secrets.token_hex(32)}) + "\n")
+        write_private(credentials_file, json.dumps({ADMIN: _password(), "secret_key": secrets.token_hex(32)}) + "\n")
     credentials_file.chmod(0o600)
     credentials = json.loads(credentials_file.read_text())
     config = folder / "mlflow_auth.ini"
-    _write_private(
+    write_private(
         config,
         "[mlflow]\ndefault_permission = READ\n"
         f"database_uri = sqlite:///{auth_database}\nadmin_username = {ADMIN}\n"
@@ -732,7 +733,7 @@ def mlflow_ui(settings: Settings, folder: Path) -> tuple[list[str], dict[str, st
         "--host",
         "127.0.0.1",
         "--port",
-        str(_mlflow_port(settings)),
+        str(mlflow_port(settings)),
         "--workers",
         "1",  # one local user: one worker (each is a full MLflow server in memory)
         # runs logged through this server keep their artifacts beside the database, not in the checkout
@@ -749,7 +750,7 @@ def mlflow_ui(settings: Settings, folder: Path) -> tuple[list[str], dict[str, st
     return command, environment, credentials_file
 
 
-def _mlflow_port(settings: Settings) -> int:
+def mlflow_port(settings: Settings) -> int:
     """The port of ``mlflow.ui_url``, where the Detections view links to."""
     return urlsplit(settings.mlflow.ui_url or "").port or DEFAULT_MLFLOW_PORT
 
@@ -849,10 +850,10 @@ def _read_health() -> dict | None:
 
 
 def _save_state(state: dict) -> None:
-    _write_private(_state_file(), json.dumps(state))
+    write_private(_state_file(), json.dumps(state))
 
 
-def _write_private(path: Path, text: str) -> None:
+def write_private(path: Path, text: str) -> None:
     """Write ``path`` (0600) whole: `status` and `down` may read it while the supervisor rewrites it."""
     temporary = path.with_name(f".{path.name}.{os.getpid()}")
     descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
