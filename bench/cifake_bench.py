@@ -7,8 +7,8 @@ test, ONNX export, MLflow registry). The served bundle then scores all 20,000 of
 files exactly as the score stage would (decode, resize, ONNX Runtime), duplicates included, and
 its confusion matrix and ROC curve are saved for the README.
 
-Usage: .venv/bin/python bench/cifake_bench.py [--config bench/cifake_96_mean.yaml] [--name cifake] [--limit N]
-       (writes bench/results/<name>.json and bench/results/<name>/*.png)
+Usage: .venv/bin/python bench/cifake_bench.py [--config bench/cifake_96_mean.yaml] [--name cifake] [--limit N] [--keep]
+       (writes bench/results/<name>.json and bench/results/<name>/*.png; with --keep, says where the model is)
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from kept_models import add_keep_flag, model_location, print_kept
 from prepare_bench import extract_cifake
 
 from pipeline import tracking
@@ -43,7 +44,7 @@ def main() -> None:
     parser.add_argument("--config", default=str(PROJECT_ROOT / "bench" / "cifake_96_mean.yaml"))
     parser.add_argument("--limit", type=int, help="use an even sample of this many files (smoke runs)")
     parser.add_argument("--name", default="cifake", help="results name: bench/results/<name>.json")
-    parser.add_argument("--keep", action="store_true", help="keep the work folder (data, MLflow store, model)")
+    add_keep_flag(parser)
     args = parser.parse_args()
     os.environ["MEDIACHECK_CONFIG"] = args.config
     work = Path(tempfile.mkdtemp(prefix="cifake-bench-"))
@@ -55,6 +56,8 @@ def main() -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"{args.name}.json").write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps({k: v for k, v in result.items() if k != "history"}, indent=2))
+    if args.keep:
+        print_kept(work, {"cifake": result["model"]})
 
 
 def run(work: Path, args: argparse.Namespace) -> dict:
@@ -96,6 +99,7 @@ def run(work: Path, args: argparse.Namespace) -> dict:
         "train_wall_s": round(train_wall_s, 1),
         "train_phase_s": {k: round(v, 1) for k, v in document["seconds"].items()},
         "work": str(work) if args.keep else None,
+        "model": model_location(settings) if args.keep else None,
         "test_images": int(served["n"]),
         "accuracy": served["accuracy"],
         "roc_auc": served["roc_auc"],

@@ -8,8 +8,8 @@ stages run on the same files: prepare (official train/test folders honoured, val
 from train by group), then the train stage (head, then a short full fine-tune at 64 px), which
 reports accuracy and ROC-AUC on the test split. 95% intervals are bootstrap over test images.
 
-Usage: .venv/bin/python bench/resize_policy_bench.py [--train N] [--test N]
-       (writes bench/results/resize_policy.json)
+Usage: .venv/bin/python bench/resize_policy_bench.py [--train N] [--test N] [--keep]
+       (writes bench/results/resize_policy.json; with --keep, says where each policy's model is)
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from kept_models import add_keep_flag, model_location, print_kept
 from PIL import Image
 from prepare_bench import extract_cifake
 from sklearn.metrics import roc_auc_score
@@ -90,7 +91,7 @@ def bootstrap_interval(labels: np.ndarray, correct: np.ndarray, probs: np.ndarra
     }
 
 
-def run_policy(policy: str, source: Path, work: Path) -> dict:
+def run_policy(policy: str, source: Path, work: Path, keep: bool) -> dict:
     settings = load_settings(
         storage={"root": work / "data", "incoming_uri": (work / "in").as_uri()},
         prepare={"resize_policy": policy},
@@ -115,6 +116,7 @@ def run_policy(policy: str, source: Path, work: Path) -> dict:
         "roc_auc": round(metrics["roc_auc"], 4),
         "tpr_at_5pct_fpr": round(metrics["tpr_at_5pct_fpr"], 4),
         **bootstrap_interval(labels, (probs >= metrics["threshold"]) == labels, probs),
+        "model": model_location(settings) if keep else None,
     }
 
 
@@ -138,6 +140,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--train", type=int, default=20_000, help="training images (an even sample)")
     parser.add_argument("--test", type=int, default=20_000, help="test images (an even sample)")
+    add_keep_flag(parser)
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="resize-policy-bench-"))
     try:
@@ -145,15 +148,17 @@ def main() -> None:
         chosen = even_sample(files, "train", args.train) + even_sample(files, "test", args.test)
         non_square_copy(chosen, work / "cifake", work / "source")
         shutil.rmtree(work / "cifake")
-        results = [run_policy(policy, work / "source", work / policy) for policy in POLICIES]
+        results = [run_policy(policy, work / "source", work / policy, args.keep) for policy in POLICIES]
     finally:
-        shutil.rmtree(work, ignore_errors=True)
+        if not args.keep:
+            shutil.rmtree(work, ignore_errors=True)
     best = max(results, key=lambda r: (r["roc_auc"], r["accuracy"]))
     output = {
         "command": " ".join([".venv/bin/python", *sys.argv]),
         "windows": [f"{w}x{h}" for w, h in WINDOWS],
         "train_images": args.train,
         "test_images": args.test,
+        "work": str(work) if args.keep else None,
         "model": MODEL,
         "results": results,
         "best": best["policy"],
@@ -162,6 +167,8 @@ def main() -> None:
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(output, indent=2) + "\n")
     print(json.dumps(output, indent=2))
+    if args.keep:
+        print_kept(work, {result["policy"]: result["model"] for result in results})
 
 
 if __name__ == "__main__":

@@ -22,7 +22,8 @@ real) would lose accuracy; the accuracy at the model's calibrated threshold must
 AUC drops carry a 95% interval from a paired bootstrap over media (clips for videos).
 
 Usage: .venv/bin/python bench/robustness_bench.py [--work DIR] [--retrain] [--limit N]
-Writes bench/results/robustness.json.
+Writes bench/results/robustness.json. The models stay under --work (default .data/bench/robustness)
+for the next run; the run ends by saying where each is (also in the JSON).
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from pathlib import Path
 import cv2
 import ffmpeg
 import numpy as np
+from kept_models import model_location, print_kept
 from sklearn.metrics import roc_auc_score
 from trust_bench import CONFIGS, World, world, world_arguments
 
@@ -95,12 +97,14 @@ def main() -> None:
         datasets = {"cifake": image_robustness(worlds["cifake"]), "videos": video_robustness(worlds["video"])}
     report = summarise(datasets) | {
         "command": " ".join([".venv/bin/python", *sys.argv]),
+        "work": str(args.work),
         "models": models,
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
     }
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(report, indent=2) + "\n")
     print(json.dumps({k: v for k, v in report.items() if k != "datasets"}, indent=2))
+    print_kept(args.work, {name: model["model"] for name, model in models.items()})
 
 
 # -- images ------------------------------------------------------------------------------------------
@@ -249,6 +253,7 @@ def describe(found: World, config: Path) -> dict:
         "image_size": found.settings.model.image_size,
         "augmentation": found.settings.model.augmentation,
         "test_frame_metrics": {k: run.get("metrics", {}).get(k) for k in ("accuracy", "roc_auc", "n")},
+        "model": model_location(found.settings),
     }
 
 

@@ -15,9 +15,9 @@ verdict) and without (the band of the model's score alone). It also says which c
 model's in-distribution set from each other set (ROC-AUC), so the method is chosen by measurement.
 
 Usage: .venv/bin/python bench/trust_bench.py [--work DIR] [--retrain] [--limit N]
-Writes bench/results/trust.json. The trained models are kept under --work (default
+Writes bench/results/trust.json. The trained models are always kept under --work (default
 .data/bench/trust: storage roots with their MLflow stores, and the MongoDB data) and reused by the
-next run unless --retrain is given.
+next run unless --retrain is given; the run ends by saying where each is (also in the JSON).
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ import cv2
 import numpy as np
 import pandas as pd
 import skimage.data
+from kept_models import model_location, print_kept
 from prepare_bench import extract_cifake
 from sklearn.metrics import roc_auc_score
 
@@ -124,6 +125,7 @@ def main() -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "trust.json").write_text(json.dumps(_finite(report), indent=2, allow_nan=False) + "\n")
     print(json.dumps({k: report[k] for k in ("sets", "targets")}, indent=2))
+    print_kept(args.work, {name: model["model"] for name, model in report["models"].items()})
 
 
 def _finite(value):
@@ -241,6 +243,7 @@ def describe(found: World) -> dict:
         "calibration": bundle.calibration.to_dict(),
         "ood": {k: v for k, v in (bundle.metadata.get("ood") or {}).items() if k != "input_profile"},
         "input_profile": (bundle.metadata.get("ood") or {}).get("input_profile"),
+        "model": model_location(found.settings),
     }
 
 

@@ -1,11 +1,10 @@
 """
 ### Prepare a dataset
-Ingests labelled images and videos from **source_uri** (class folders such as
-`REAL/` and `FAKE/`, or a `labels.csv` with `file_name,label[,group]`), extracts frames with
-FFmpeg (one mapped task per video), resizes every frame to a square, removes duplicates,
-quarantines bad files with a reason, splits train/val/test by group and balances classes.
-Writes a Parquet manifest and MongoDB records, then emits the **mediacheck_dataset** asset,
-which starts `train_detector`.
+Ingests labelled media from **source_uri** (class folders such as `REAL/` and `FAKE/`, a
+`labels.csv`, or the CSV named by **labels_csv**), extracts frames with FFmpeg (one mapped task
+per video), resizes them, removes duplicates, quarantines bad files with a reason, splits
+train/val/test by group and balances classes. Writes a Parquet manifest and MongoDB records,
+then emits the **mediacheck_dataset** asset, which starts `train_detector`.
 """
 
 from __future__ import annotations
@@ -19,14 +18,12 @@ from pipeline.settings import PROJECT_ROOT, get_settings, trigger_form
 
 DATASET = Asset("mediacheck_dataset")
 FORM = ["frames_per_video", "resize_policy", "crop", "balance", "val_fraction", "test_fraction", "seed"]
-SOURCE = Param(
-    str(PROJECT_ROOT / ".data" / "demo" / "source"),
-    type="string",
-    minLength=1,
-    description="Folder or s3:// URI holding the labelled media.",
-)
-
-PARAMS = {"source_uri": SOURCE, **{k: Param(**v) for k, v in trigger_form(get_settings(), "prepare", FORM).items()}}
+SOURCE = Param(str(PROJECT_ROOT / ".data" / "demo" / "source"), type="string", minLength=1,
+               description="Folder or s3:// URI holding the labelled media.")  # fmt: skip
+LABELS = Param(None, type=["null", "string"], description="CSV of file_name,label (names relative to source_uri), "
+               "such as Kaggle's train.csv; empty: a labels.csv inside the source, or its class folders.")  # fmt: skip
+FORM_PARAMS = {k: Param(**v) for k, v in trigger_form(get_settings(), "prepare", FORM).items()}
+PARAMS = {"source_uri": SOURCE, "labels_csv": LABELS, **FORM_PARAMS}
 
 
 @dag(
@@ -51,7 +48,7 @@ def prepare_dataset():
         from pipeline.stages import prepare
 
         with failing_without_retry():
-            return prepare.plan(settings(params), params["source_uri"])
+            return prepare.plan(settings(params), params["source_uri"], labels_csv=params["labels_csv"] or None)
 
     @task
     def videos_of(work: dict) -> list[dict]:

@@ -14,7 +14,9 @@ declaring AI generation makes the verdict `fake` (basis: provenance); the eviden
 `fake` and `uncertain` verdicts keep Grad-CAM overlays. Runs as soon as new media settle in
 the bucket (a watch in the triggerer), every minute anyway, and whenever a new model is registered.
 Originals are kept (and recorded) or moved into `.processed/` / `.failed/` per
-`score.after_scoring`; nothing is deleted.
+`score.after_scoring`; nothing is deleted. Last, `check_drift` compares the media the champion
+scored most recently (`drift.window_media`) with its training data, statistic by statistic,
+stores the check in MongoDB `drift` and MLflow, and logs a warning when they have drifted apart.
 """
 
 from __future__ import annotations
@@ -78,7 +80,18 @@ def score_incoming():
         settings = get_settings()
         return score.score_chunk(uris, settings, result_store(settings))
 
-    score_chunk.expand(uris=list_new())
+    @task(trigger_rule="all_done")  # a failed chunk still leaves verdicts worth checking
+    def check_drift() -> dict | None:
+        from mediacheck_hooks import result_store
+
+        from pipeline.settings import get_settings
+        from pipeline.stages import drift
+
+        settings = get_settings()
+        found = drift.check(settings, result_store(settings))  # past the threshold: a warning in this log
+        return found and {"drifted": [s.statistic for s in found.drifted], "summary": found.summary()}
+
+    score_chunk.expand(uris=list_new()) >> check_drift()
 
 
 score_incoming()

@@ -70,14 +70,18 @@ class StorageSettings(_Section):
     root: StorageLocation = Field(
         str(PROJECT_ROOT / ".data"),
         validate_default=True,
-        description="What one task hands to another (frames, manifests, prepare's work files): a folder every "
-        "worker mounts, or a URI such as s3://bucket/prefix.",
+        description="What one task hands to another: frames (frames/), dataset manifests (datasets/) and "
+        "prepare's work files (runs/). A folder every worker mounts, or any URI fsspec opens, such as "
+        "s3://bucket/prefix (credentials and endpoint from the usual AWS_* variables); under a URI, training "
+        "fetches a dataset's frames once into storage.local_root/cache/frames.",
     )
     local_root: Path = Field(
         None,
         validate_default=True,
-        description="This host's own state: the embedded MongoDB's data, caches, spools, training's working "
-        "copies and the default MLflow store. Unset: storage.root when that is a folder, else .data.",
+        description="This host's own state, never read by another worker: the embedded MongoDB's data (mongo/), "
+        "make up's state (stack/), the default MLflow store (mlflow.db, mlartifacts/), caches (cache/, which may "
+        "be deleted at any time), spools (spool/), prepare's scratch and training's working folders (scratch/, "
+        "runs/). Unset: storage.root when that is a folder, else .data.",
     )
     incoming_uri: str = Field(
         (PROJECT_ROOT / ".data" / "incoming").as_uri(),
@@ -95,19 +99,32 @@ class StorageSettings(_Section):
 
 class MongoSettings(_Section):
     uri: str | None = Field(None, description="MongoDB URI; unset starts the embedded MongoDB-wire server.")
-    database: str = "mediacheck"
-    airflow_conn_id: str = "mongo_default"
+    database: str = Field("mediacheck", description="The MongoDB database that holds every collection.")
+    airflow_conn_id: str = Field(
+        "mongo_default",
+        description="The Airflow connection through which the DAGs reach MongoDB (MongoHook); make demo, make up "
+        "and make cluster define it from mongo.uri or the embedded server.",
+    )
     retries: int = Field(
-        4, ge=0, le=20, description="Retries, with exponential backoff from 1 s, while MongoDB is unreachable."
+        4,
+        ge=0,
+        le=20,
+        description="Retries, with exponential backoff from 1 s, while MongoDB is unreachable; then an error naming "
+        "the server (exit code 3 in the CLI).",
     )
     timeout_s: float = Field(5.0, gt=0, description="How long one attempt waits for a MongoDB server to answer.")
 
 
 class MlflowSettings(_Section):
     tracking_uri: str | None = Field(None, description="Unset: SQLite under storage.local_root.")
-    experiment: str = "mediacheck"
-    registered_model: str = "mediacheck-detector"
-    dagshub_repo: str | None = Field(None, description="owner/name; with DAGSHUB_USER_TOKEN set, log to DagsHub.")
+    experiment: str = Field("mediacheck", description="The MLflow experiment that training runs are logged to.")
+    registered_model: str = Field(
+        "mediacheck-detector",
+        description="The registered model that training adds versions to; scoring uses its 'champion' alias.",
+    )
+    dagshub_repo: str | None = Field(
+        None, description="owner/name; with DAGSHUB_USER_TOKEN set, log to DagsHub (opt-in only)."
+    )
     ui_url: str | None = Field(
         "http://127.0.0.1:5000", description="Where people open the MLflow UI (links from the Detections view)."
     )
@@ -115,17 +132,28 @@ class MlflowSettings(_Section):
 
 class PrepareSettings(_Section):
     frame_sampling: Literal["uniform", "fps", "keyframes"] = Field(
-        "uniform", description="uniform: frames_per_video evenly spaced; fps: sample_fps per second; keyframes only."
+        "uniform",
+        description="uniform: frames_per_video evenly spaced; fps: sample_fps per second; keyframes only; all "
+        "capped by max_frames_per_video.",
     )
     frames_per_video: int = Field(32, ge=1, le=1024, description="Frames sampled uniformly from each video.")
     sample_fps: float = Field(1.0, gt=0, le=60, description="Frames per second in 'fps' sampling.")
     max_frames_per_video: int = Field(256, ge=1, le=10_000, description="Cap on frames taken from one video.")
     frame_size: int = Field(256, ge=32, le=1024, description="Stored frames are square, this many pixels.")
-    resize_policy: ResizePolicy = Field("letterbox", description="How frames become square: pad, crop or warp.")
-    crop: Literal["full", "face"] = Field(
-        "full", description="full: the whole frame; face: the largest face (OpenCV's detector) with a margin."
+    resize_policy: ResizePolicy = Field(
+        "letterbox",
+        description="How frames become square: letterbox (scale to fit, then pad; best in the resize-policy "
+        "benchmark), center_crop (drop the edges) or squash (warp).",
     )
-    balance: BalancePolicy = Field("class_weight", description="Class balancing of the training split.")
+    crop: Literal["full", "face"] = Field(
+        "full",
+        description="full: the whole frame; face: the largest face (OpenCV's Haar detector) with a 30% margin, "
+        "frames without a face staying whole. Recorded with the dataset and the model, and applied again when "
+        "scoring.",
+    )
+    balance: BalancePolicy = Field(
+        "class_weight", description="Class balancing of the training split; validation and test stay as they are."
+    )
     val_fraction: float = Field(0.15, gt=0, lt=0.5, description="Share of groups' items for validation.")
     test_fraction: float = Field(0.15, gt=0, lt=0.5, description="Share of groups' items for test.")
     seed: int = Field(1337, description="Seed of the grouped split and of training.")
@@ -134,7 +162,12 @@ class PrepareSettings(_Section):
         description="More label words (folder names and labels.csv, any case) -> 0 = real, 1 = AI-generated; "
         "real/fake, 0/1, human/ai, authentic/ai-generated and the like are built in.",
     )
-    ffmpeg_timeout_s: float = Field(120.0, gt=0)
+    ffmpeg_timeout_s: float = Field(
+        120.0,
+        gt=0,
+        description="An FFmpeg run (probe or frame extraction) past this is stopped: the file is refused "
+        "with the reason.",
+    )
     max_decode_side: int = Field(
         1024,
         ge=32,
@@ -162,7 +195,9 @@ class ModelSettings(_Section):
     image_size: int = Field(
         224, ge=32, le=1024, description="Backbone input size; frames are resized inside the model."
     )
-    batch_size: int = Field(32, ge=1, description="Training batch size.")
+    batch_size: int = Field(
+        32, ge=1, description="Training batch size; with several GPUs (MirroredStrategy) the global batch."
+    )
     head_epochs: int = Field(5, ge=1, description="Phase 1 epochs: the head on a frozen backbone.")
     fine_tune_epochs: int = Field(10, ge=0, description="Phase 2 epochs: top blocks unfrozen.")
     head_learning_rate: float = Field(1e-3, gt=0, description="Phase 1 learning rate.")
@@ -181,7 +216,9 @@ class ModelSettings(_Section):
         "light: flip, brightness and contrast only; none.",
     )
     test_time_flip: bool = Field(
-        False, description="Serve the mean logit of each frame and its mirror image: steadier scores, 2x compute."
+        False,
+        description="Serve the mean logit of each frame and its mirror image: steadier scores, 2x compute. Built "
+        "into the served model, so calibration, the ONNX export and scoring all include it.",
     )
     weight_averaging: float = Field(
         0.0,
@@ -201,14 +238,22 @@ class ModelSettings(_Section):
         ge=0,
         lt=0.5,
         description="Training targets become 1 - s/2 and s/2 instead of 1 and 0, so the loss stops rewarding "
-        "ever more confident logits on frames already classified right; 0: off.",
+        "ever more confident logits on frames already classified right; calibration on validation rescales the "
+        "scores afterwards. 0: off.",
     )
     mixed_precision: Literal["auto", "on", "off"] = Field(
-        "auto", description="float16 compute with float32 weights; auto: on when a GPU is present (slower on CPUs)."
+        "auto",
+        description="float16 compute with float32 weights; auto: on when TensorFlow sees a GPU, off on CPUs (where "
+        "float16 measured 2.5-3x slower). What was used is in the run's accelerator.json.",
     )
     xla: Literal["auto", "on", "off"] = Field("auto", description="XLA-compiled training steps; auto: on with a GPU.")
-    dropout: float = Field(0.2, ge=0, lt=1)
-    early_stopping_patience: int = Field(3, ge=1)
+    dropout: float = Field(0.2, ge=0, lt=1, description="Dropout rate on the embedding, before the logit.")
+    early_stopping_patience: int = Field(
+        3,
+        ge=1,
+        description="Epochs without improvement in checkpoint_metric before a phase stops (the best epoch's "
+        "weights are restored); the plateau schedule cuts the learning rate one epoch sooner.",
+    )
     checkpoint_metric: Literal["val_auc", "val_loss"] = Field(
         "val_auc",
         description="What the best-epoch checkpoint, early stopping and plateau cuts watch; val_loss keeps "
@@ -240,14 +285,17 @@ class ModelSettings(_Section):
 
 class ScoreSettings(_Section):
     aggregation: AggregationRule = Field(
-        "auto", description="Frame scores -> media score; auto: the rule the model chose on validation media."
+        "auto",
+        description="Frame scores -> media score; auto: the rule the model chose by media-level ROC-AUC on "
+        "validation media (MLflow metrics val_media_auc_*); or force mean, topk_mean or confident (the DFDC "
+        "winner's rule).",
     )
     after_scoring: Literal["keep", "move"] = Field(
         "keep",
         description="keep: originals stay where they are (recorded in MongoDB); "
         "move: into .processed/ or .failed/ inside the bucket. Nothing is ever deleted.",
     )
-    batch_size: int = Field(32, ge=1)
+    batch_size: int = Field(32, ge=1, description="Frames per inference batch when scoring.")
     max_upload_mb: int = Field(512, ge=1, description="Largest file the Detections view accepts for upload.")
     max_object_mb: int = Field(
         2048, ge=1, description="Largest object scored; larger ones get a 'failed' verdict (hashed, never decoded)."
@@ -274,7 +322,41 @@ class ScoreSettings(_Section):
         900.0,
         gt=0,
         description="How long a scorer's claim on an object lasts: another run skips it meanwhile, then may "
-        "take it over (at once when the claimer is a dead process on the same host).",
+        "take it over (at once when the claimer is a dead process on the same host). Claims live in MongoDB "
+        "'claims'.",
+    )
+
+
+class DriftSettings(_Section):
+    window_media: int = Field(
+        200,
+        ge=2,
+        description="Each scoring run compares the media most recently scored by the champion, up to this many, "
+        "with the media it was trained on.",
+    )
+    min_media: int = Field(
+        30,
+        ge=2,
+        description="A statistic is compared only when the window and the training data each have at least this "
+        "many values of it (fewer: reported as too few, never as drift).",
+    )
+    psi_threshold: float = Field(
+        0.25,
+        gt=0,
+        description="Population stability index above which a statistic has drifted (0.1-0.25 is usually read as "
+        "a moderate shift, above 0.25 as a major one), provided its test is also significant.",
+    )
+    significance: float = Field(
+        0.01,
+        gt=0,
+        lt=1,
+        description="p-value below which the shift is significant: a two-sample Kolmogorov-Smirnov test for numbers, "
+        "a chi-squared test for formats. Both this and the PSI must agree, so small windows do not raise alarms.",
+    )
+    reference_media: int = Field(
+        2000,
+        ge=10,
+        description="Training media (a seeded sample) whose statistics the model bundle keeps as drift reference.",
     )
 
 
@@ -289,6 +371,7 @@ class Settings(BaseSettings):
     prepare: PrepareSettings = PrepareSettings()
     model: ModelSettings = ModelSettings()
     score: ScoreSettings = ScoreSettings()
+    drift: DriftSettings = DriftSettings()
     mongo_uri: str | None = Field(
         None, validation_alias=AliasChoices("MONGO_URI", "MEDIACHECK_MONGO_URI"), exclude=True
     )

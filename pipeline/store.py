@@ -20,7 +20,7 @@ from pymongo.database import Database
 from pymongo.errors import BulkWriteError, ConnectionFailure, DuplicateKeyError
 
 MEDIA, DATASETS, QUARANTINE, TRAINING_RUNS, VERDICTS = "media", "datasets", "quarantine", "training_runs", "verdicts"
-INTAKE, CLAIMS = "intake", "claims"
+INTAKE, CLAIMS, DRIFT = "intake", "claims", "drift"
 DUPLICATE_KEY = 11000
 RETRIES, BACKOFF_S, SELECTION_TIMEOUT_S = 4, 1.0, 5.0
 log = logging.getLogger(__name__)
@@ -102,6 +102,8 @@ class ResultStore:
         verdicts.create_index([("model.version", ASCENDING), ("created_at", DESCENDING)])
         verdicts.create_index([("reason", ASCENDING), ("created_at", DESCENDING)])
         verdicts.create_index([("sources", ASCENDING)])
+        verdicts.create_index([("model.version", ASCENDING), ("scored_at", DESCENDING)])
+        self.db[DRIFT].create_index([("created_at", DESCENDING)])
         self.db[INTAKE].create_index([("status", ASCENDING), ("seen_at", DESCENDING)])
 
     # -- prepare -----------------------------------------------------------------------
@@ -273,6 +275,35 @@ class ResultStore:
         cursor = self.db[VERDICTS].find(query, {"frames": 0, **_NO_IMAGES})
         return list(cursor.sort("created_at", DESCENDING).limit(limit))
 
+    # -- drift -------------------------------------------------------------------------
+    @_retrying
+    def recent_scored(self, *, model_name: str, model_version: str, limit: int) -> list[dict[str, Any]]:
+        """The media a model version scored most recently, newest first: input statistics, P(AI), when."""
+        query = {"model.name": model_name, "model.version": model_version, "status": "scored"}
+        cursor = self.db[VERDICTS].find(query, {"input": 1, "probability": 1, "scored_at": 1})
+        return list(cursor.sort("scored_at", DESCENDING).limit(limit))
+
+    @_retrying
+    def record_drift(self, document: dict[str, Any]) -> bool:
+        """Store a drift check keyed by its model and the media in its window; False when already stored."""
+        model, window = document["model"], document["window"]
+        result = self.db[DRIFT].update_one(
+            {"_id": _key(model["name"], model["version"], *sorted(window["content_ids"]))},
+            {"$setOnInsert": {**document, "created_at": _now()}},
+            upsert=True,
+        )
+        return result.upserted_id is not None
+
+    @_retrying
+    def drift_checks(self, *, limit: int = 20, model_version: str | None = None) -> list[dict[str, Any]]:
+        """Stored drift checks, most recent first."""
+        query = {"model.version": model_version} if model_version else {}
+        return list(self.db[DRIFT].find(query).sort("created_at", DESCENDING).limit(limit))
+
+    @_retrying
+    def count_drift_checks(self, *, model_name: str, model_version: str) -> int:
+        return self.db[DRIFT].count_documents({"model.name": model_name, "model.version": model_version})
+
     @_retrying
     def model_versions(self) -> list[str]:
         """Model versions that have verdicts, newest first."""
@@ -288,6 +319,13 @@ class ResultStore:
     @_retrying
     def count(self, collection: str) -> int:
         return self.db[collection].count_documents({})
+
+    # -- notebooks ---------------------------------------------------------------------
+    @_retrying
+    def quarantined(self, dataset_id: str, *, limit: int = 10_000) -> list[dict[str, Any]]:
+        """Inputs a dataset version refused (``uri``, ``content_id``, ``reason``), in ``uri`` order."""
+        cursor = self.db[QUARANTINE].find({"dataset_id": dataset_id}, {"uri": 1, "content_id": 1, "reason": 1})
+        return list(cursor.sort("uri", ASCENDING).limit(limit))
 
 
 def _insert_new(collection: Collection, documents: list[dict[str, Any]]) -> None:

@@ -19,6 +19,7 @@ from typing import Any
 
 import mlflow
 from mlflow import MlflowClient
+from mlflow.entities import Metric
 from mlflow.exceptions import MlflowException
 
 from pipeline.settings import Settings
@@ -191,6 +192,14 @@ def run_metric(run_id: str, key: str) -> float | None:
     return MlflowClient().get_run(run_id).data.metrics.get(key)
 
 
+def log_run_metrics(run_id: str, metrics: dict[str, float], *, step: int) -> None:
+    """Add metrics to an existing (usually finished) run, e.g. the drift checks of the model it trained."""
+    timestamp = int(time.time() * 1000)
+    MlflowClient().log_batch(
+        run_id, metrics=[Metric(key, float(value), timestamp, step) for key, value in metrics.items()]
+    )
+
+
 def _flatten(data: dict, prefix: str = "") -> dict[str, str]:
     flat: dict[str, str] = {}
     for key, value in data.items():
@@ -205,3 +214,23 @@ def _version(package: str) -> str:
     from importlib.metadata import version
 
     return version(package if package != "tensorflow" else "tensorflow-cpu")
+
+
+# -- read-only views for the notebooks ------------------------------------------------------
+def model_versions(settings: Settings) -> list[ModelRef]:
+    """Every registered version of the detector, newest first."""
+    configure(settings)
+    name = settings.mlflow.registered_model
+    found = MlflowClient().search_model_versions(f"name = '{name}'")
+    return sorted((ModelRef(v.name, str(v.version), v.run_id) for v in found), key=lambda r: -int(r.version))
+
+
+def run_record(run_id: str) -> dict[str, dict[str, Any]]:
+    """A run's ``metrics`` (the last value of each), ``params`` and ``tags``."""
+    data = MlflowClient().get_run(run_id).data
+    return {"metrics": dict(data.metrics), "params": dict(data.params), "tags": dict(data.tags)}
+
+
+def metric_history(run_id: str, key: str) -> list[tuple[int, float]]:
+    """Every value logged for one metric of a run, as (step, value) in step order."""
+    return sorted((m.step, m.value) for m in MlflowClient().get_metric_history(run_id, key))

@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING
 
+import numpy as np
+
 if TYPE_CHECKING:
     from pipeline.media.video import VideoInfo
 
@@ -38,6 +40,16 @@ def image_stats(codec: str, width: int, height: int, size_bytes: int) -> MediaSt
 def video_stats(info: VideoInfo) -> MediaStats:
     bits_per_pixel = _per_pixel(1000 * info.bitrate_kbps, info.width * info.height * info.fps)
     return MediaStats("video", info.width, info.height, info.codec, info.fps, info.duration_s, bits_per_pixel)
+
+
+_LUMA = np.array([0.299, 0.587, 0.114], np.float32)  # ITU-R BT.601, as JPEG and FFmpeg's grey conversion use
+
+
+def brightness(frames: list[np.ndarray]) -> float | None:
+    """Mean luma of decoded RGB frames, 0 (black) to 1 (white), on every 4th pixel each way (plenty for a mean)."""
+    if not frames:
+        return None
+    return round(float(np.mean([np.mean(frame[::4, ::4] @ _LUMA) for frame in frames])) / 255, 4)
 
 
 def _per_pixel(bits: float, pixels: float) -> float:

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from pipeline.model.calibration import Calibration
+from pipeline.model.drift import DriftReference
 from pipeline.model.onnx_export import (
     LOGIT,
     SERVED_OUTPUTS,
@@ -62,6 +63,11 @@ class ModelBundle:
         return TrainingDistribution.load(self.folder, described) if described else None
 
     @cached_property
+    def drift_reference(self) -> DriftReference | None:
+        """The training media's statistics that drift checks compare with; None before drift monitoring."""
+        return DriftReference.load(self.folder)
+
+    @cached_property
     def keras_model(self) -> keras.Model:
         import keras
 
@@ -88,13 +94,17 @@ class ModelBundle:
 
 
 def save_bundle(folder: Path, model: keras.Model, calibration: Calibration, metadata: dict, *,
-                check_frames: np.ndarray, distribution: TrainingDistribution | None = None) -> Path:  # fmt: skip
-    """Save the Keras model, an ONNX export verified on ``check_frames``, the training distribution and the metadata."""
+                check_frames: np.ndarray, distribution: TrainingDistribution | None = None,
+                drift_reference: DriftReference | None = None) -> Path:  # fmt: skip
+    """Save the Keras model, an ONNX export verified on ``check_frames``, the training distribution, the drift
+    reference and the metadata."""
     folder.mkdir(parents=True, exist_ok=True)
     model.save(folder / MODEL_FILE)
     metadata = {**metadata, "logit_bias": float(model.get_layer("logit").get_weights()[1][0])}
     if distribution is not None:
         metadata["ood"] = distribution.save(folder)
+    if drift_reference is not None:
+        drift_reference.save(folder)
     try:
         metadata["onnx_max_abs_diff"] = export_onnx(model, folder / ONNX_FILE, check_frames=check_frames)
     except OnnxExportError as error:  # serving falls back to Keras; say so rather than fail training

@@ -1,7 +1,10 @@
-"""Metrics and plots for a binary real/fake detector on a held-out split."""
+"""Metrics and plots for a binary real/fake detector on a held-out split, and for verdicts on labelled media."""
 
 from __future__ import annotations
 
+import math
+from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
 
 import matplotlib
@@ -14,6 +17,10 @@ from sklearn import metrics as skm  # noqa: E402
 from sklearn.calibration import calibration_curve  # noqa: E402
 
 from pipeline.media.images import decode_jpeg  # noqa: E402
+from pipeline.prepare.sources import LABEL_NAMES  # noqa: E402
+from pipeline.verdicts import BETWEEN, OUTSIDE, selective_metrics  # noqa: E402
+
+VERDICT_BANDS = ("real", "uncertain", "fake")
 
 
 def binary_metrics(labels: np.ndarray, probs: np.ndarray, threshold: float) -> dict[str, float]:
@@ -42,6 +49,57 @@ def binary_metrics(labels: np.ndarray, probs: np.ndarray, threshold: float) -> d
             "tpr_at_5pct_fpr": float(np.interp(0.05, fpr, tpr)),
         }
     return {k: float(v) for k, v in result.items()}
+
+
+def verdict_metrics(
+    labels: Sequence[int], probabilities: Sequence[float], verdicts: Sequence[str], reasons: Sequence[str | None]
+) -> dict:
+    """How stored verdicts fared on labelled media: the figures ``mediacheck evaluate`` reports.
+
+    One entry per scored media item: its label (0 real, 1 fake), P(AI), verdict (real, uncertain
+    or fake) and the verdict's reason (why it is uncertain). Returns the media count, per label too,
+    ROC-AUC on P(AI) (None with ``roc_auc_note`` saying why when it cannot be computed), the
+    confusion matrix true label x verdict, coverage (share of confident verdicts), accuracy of
+    those and confidently wrong verdicts as a share of all media (None when there is nothing to
+    divide by), and the abstentions counted by reason. Plain numbers and None only: it goes to JSON as is.
+    """
+    labels, probabilities = np.asarray(labels, dtype=int), np.asarray(probabilities, dtype=np.float64)
+    verdicts = np.asarray(verdicts, dtype=object)
+    if not len(labels) == len(probabilities) == len(verdicts) == len(reasons):
+        raise ValueError("labels, probabilities, verdicts and reasons must have one entry per media item")
+    if set(labels.tolist()) - set(LABEL_NAMES) or set(verdicts) - set(VERDICT_BANDS):
+        raise ValueError(f"labels must be 0 (real) or 1 (fake) and verdicts one of {VERDICT_BANDS}")
+    roc_auc, roc_auc_note = _roc_auc(labels, probabilities)
+    # Both reasons the product abstains for are always present, so a zero reads as "none", not "not counted".
+    abstentions = dict.fromkeys((OUTSIDE, BETWEEN), 0) | Counter(
+        reason for verdict, reason in zip(verdicts, reasons, strict=True) if verdict == "uncertain"
+    )
+    selective = selective_metrics(labels, verdicts)
+    return {
+        "media": len(labels),
+        "labels": {name: int((labels == value).sum()) for value, name in LABEL_NAMES.items()},
+        "roc_auc": roc_auc,
+        "roc_auc_note": roc_auc_note,
+        "confusion": {
+            name: {band: int(((labels == value) & (verdicts == band)).sum()) for band in VERDICT_BANDS}
+            for value, name in LABEL_NAMES.items()
+        },
+        **{
+            key: None if math.isnan(selective[key]) else selective[key]
+            for key in ("coverage", "confident_accuracy", "confident_wrong_rate")
+        },
+        "abstentions": abstentions,
+    }
+
+
+def _roc_auc(labels: np.ndarray, probabilities: np.ndarray) -> tuple[float | None, str | None]:
+    """ROC-AUC of P(AI) against the labels, or None and why."""
+    if not len(labels):
+        return None, "no media was scored"
+    present = np.unique(labels)
+    if len(present) < 2:
+        return None, f"only {LABEL_NAMES[int(present[0])]} media: ROC-AUC needs both real and fake"
+    return float(skm.roc_auc_score(labels, probabilities)), None
 
 
 def save_plots(

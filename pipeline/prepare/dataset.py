@@ -225,6 +225,7 @@ def _manifest(
         "fps": [item.fps for item, _, _ in rows],
         "duration_s": [item.duration_s for item, _, _ in rows],
         "bits_per_pixel": [item.bits_per_pixel for item, _, _ in rows],
+        "brightness": [item.brightness for item, _, _ in rows],
         "method": [item.method or "" for item, _, _ in rows],
     }
     constants = {"resize_policy": settings.resize_policy, "crop": settings.crop, "frame_size": settings.frame_size}

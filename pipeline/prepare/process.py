@@ -24,7 +24,7 @@ from pipeline import bucket
 from pipeline.media.faces import frame_region
 from pipeline.media.images import MediaError, decode_image, encode_jpeg, resize_to_square
 from pipeline.media.sniff import SNIFF_BYTES, sniff_format, sniff_path_kind
-from pipeline.media.stats import image_stats, video_stats
+from pipeline.media.stats import brightness, image_stats, video_stats
 from pipeline.media.video import DecodeLimits, extract_frames
 from pipeline.prepare.sources import SourceItem
 from pipeline.settings import PrepareSettings, ResizePolicy
@@ -63,6 +63,7 @@ class ItemResult:
     fps: float = 0.0
     codec: str = "unknown"
     bits_per_pixel: float = 0.0
+    brightness: float | None = None  # mean luma of the decoded frames, 0-1 (None: processed before it was kept)
     steps: list[str] = field(default_factory=list)
     frames: list[FrameRecord] = field(default_factory=list)
 
@@ -161,6 +162,7 @@ def _process_image(data: bytes, result: ItemResult, settings: PrepareSettings, f
     result.height, result.width = rgb.shape[:2]
     result.codec = sniff_format(data[:SNIFF_BYTES])
     result.bits_per_pixel = image_stats(result.codec, result.width, result.height, len(data)).bits_per_pixel
+    result.brightness = brightness([rgb])
     result.frames = [_store_frame(rgb, result.content_id, 0, 0.0, settings, frames_dir)]
 
 
@@ -177,6 +179,7 @@ def _process_video(path: str, result: ItemResult, settings: PrepareSettings, fra
     result.width, result.height, result.duration_s, result.fps = info.width, info.height, info.duration_s, info.fps
     result.codec = info.codec
     result.bits_per_pixel = video_stats(info).bits_per_pixel
+    result.brightness = brightness([f.rgb for f in frames])
     if info.rotation:
         result.steps.append(f"rotated_{info.rotation}")
     result.frames = [_store_frame(f.rgb, result.content_id, f.index, f.time_s, settings, frames_dir) for f in frames]

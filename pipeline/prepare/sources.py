@@ -57,10 +57,14 @@ class Rejected:
     reason: str
 
 
-def discover(source_uri: str, label_map: dict[str, int]) -> tuple[list[SourceItem], list[Rejected]]:
+def discover(
+    source_uri: str, label_map: dict[str, int], *, labels_csv: str | None = None
+) -> tuple[list[SourceItem], list[Rejected]]:
     """List every labelled file under ``source_uri`` and every file that cannot be labelled.
 
-    A ``labels.csv`` at the root (``file_name,label[,group][,split][,method]``) wins; otherwise the
+    ``labels_csv`` (a path or URI anywhere, such as Kaggle's ``train.csv``) labels the files, its
+    ``file_name`` column relative to ``source_uri``. Without it, a ``labels.csv`` at the root
+    (``file_name,label[,group][,split][,method]``) wins; otherwise the
     label is the nearest enclosing folder that names a class and a ``train``/``val``/``test``
     folder above it fixes the split. Labels are the words of :data:`LABEL_WORDS` and
     ``label_map``, in any case, with ``-``, ``_`` and spaces alike; a ``labels.csv`` row with
@@ -71,9 +75,14 @@ def discover(source_uri: str, label_map: dict[str, int]) -> tuple[list[SourceIte
     root = root.rstrip("/")
     if not fs.isdir(root):
         raise FileNotFoundError(f"source {source_uri} is not a folder")
+    if labels_csv is not None:
+        csv_fs, csv_path = fsspec.core.url_to_fs(labels_csv)
+        if not csv_fs.isfile(csv_path):
+            raise FileNotFoundError(f"labels file {labels_csv} does not exist")
+        return _from_csv(fs, root, csv_fs.cat_file(csv_path).decode("utf-8-sig"), vocabulary, labels_csv)
     csv_path = f"{root}/{LABELS_CSV}"
     if fs.isfile(csv_path):
-        return _from_csv(fs, root, fs.cat_file(csv_path).decode("utf-8-sig"), vocabulary)
+        return _from_csv(fs, root, fs.cat_file(csv_path).decode("utf-8-sig"), vocabulary, _uri(fs, csv_path))
     return _from_folders(fs, root, vocabulary)
 
 
@@ -152,8 +161,9 @@ def _within(path: str, folder: str) -> bool:
     return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
 
 
-def _from_csv(fs, root: str, text: str, vocabulary: dict[str, int]) -> tuple[list[SourceItem], list[Rejected]]:
-    csv_uri = _uri(fs, f"{root}/{LABELS_CSV}")
+def _from_csv(
+    fs, root: str, text: str, vocabulary: dict[str, int], csv_uri: str
+) -> tuple[list[SourceItem], list[Rejected]]:
     reader = csv.DictReader(io.StringIO(text), skipinitialspace=True)
     reader.fieldnames = [name.strip().lower() for name in reader.fieldnames or ()]
     missing = {"file_name", "label"} - set(reader.fieldnames)
@@ -185,7 +195,7 @@ def _from_csv(fs, root: str, text: str, vocabulary: dict[str, int]) -> tuple[lis
         path = f"{root}/{name.lstrip('/')}"
         uri = _uri(fs, path)
         if not fs.exists(path):
-            rejected.append(Rejected(uri, f"{LABELS_CSV} line {line}: file does not exist"))
+            rejected.append(Rejected(uri, f"{os.path.basename(csv_uri)} line {line}: file does not exist"))
         elif real_root and not _within(os.path.realpath(path), real_root):
             rejected.append(Rejected(uri, "symlink points outside the source folder"))
         else:

@@ -34,8 +34,9 @@ IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".gif", ".bmp", ".tif", ".t
 RESULTS_GLOB = "results-*.jsonl"
 
 
-def plan(settings: Settings, source_uri: str) -> dict:
-    """Discover the source; return a work folder, the videos, and files listing chunks of images.
+def plan(settings: Settings, source_uri: str, *, labels_csv: str | None = None) -> dict:
+    """Discover the source (labelled by ``labels_csv`` when given, see ``discover``); return a work folder,
+    the videos, and files listing chunks of images.
 
     The split only decides which task processes a file (one task per video, chunks of
     images): files with an image extension go to the image chunks unread, the rest are
@@ -45,8 +46,9 @@ def plan(settings: Settings, source_uri: str) -> dict:
     """
     workdir = settings.storage.root / "runs" / f"prepare-{datetime.now(UTC):%Y%m%dT%H%M%S%f}"
     workdir.mkdir(parents=True)
-    items, rejected = discover(source_uri, settings.prepare.label_map)
+    items, rejected = discover(source_uri, settings.prepare.label_map, labels_csv=labels_csv)
     (workdir / "rejected.json").write_text(json.dumps([vars(r) for r in rejected]))
+    (workdir / "labels.json").write_text(json.dumps({"labels_csv": labels_csv}))  # for the dataset's lineage
     videos, images = [], []
     for item in items:  # vars, not asdict: these are flat, and asdict deep-copies
         routed_as_image = os.path.splitext(item.uri)[1].lower() in IMAGE_SUFFIXES
@@ -99,14 +101,21 @@ def assemble(settings: Settings, store: ResultStore, workdir: str, source_uri: s
     return _assemble(settings, store, workdir, source_uri, results)
 
 
-def run(settings: Settings, store: ResultStore, source_uri: str, *, on_progress: Progress | None = None) -> dict:
+def run(
+    settings: Settings,
+    store: ResultStore,
+    source_uri: str,
+    *,
+    labels_csv: str | None = None,
+    on_progress: Progress | None = None,
+) -> dict:
     """The whole stage in one process (the CLI's path); the summary says how long each step took.
 
     The same steps as the DAG's tasks, except that results stay in memory instead of going
     through results files (reading 100k of them back took seconds).
     """
     started = time.perf_counter()
-    work = plan(settings, source_uri)
+    work = plan(settings, source_uri, labels_csv=labels_csv)
     planned = time.perf_counter()
     items = work["videos"] + [i for chunk in work["image_chunks"] for i in load_chunk(chunk)]
     results = _process(settings, store, items, on_progress)
@@ -150,12 +159,14 @@ def _process_into(
 def _assemble(settings: Settings, store: ResultStore, workdir: str, source_uri: str, results: list[ItemResult]) -> dict:
     started = time.perf_counter()
     rejected = [Rejected(**r) for r in json.loads((UPath(workdir) / "rejected.json").read_text())]
+    labels_csv = json.loads((UPath(workdir) / "labels.json").read_text())["labels_csv"]
     dataset = assemble_dataset(results, rejected, settings.prepare, settings.storage.root / "datasets")
     assembled = time.perf_counter()
     store.ensure_indexes()
     conflicted = sorted({q.content_id for q in dataset.quarantined if q.reason == LABEL_CONFLICT})
     store.set_media_status(conflicted, "label_conflict")
-    store.record_dataset(_dataset_document(dataset, settings, source_uri), [asdict(q) for q in dataset.quarantined])
+    document = _dataset_document(dataset, settings, source_uri, labels_csv)
+    store.record_dataset(document, [asdict(q) for q in dataset.quarantined])
     steps = {"assemble": assembled - started, "record": time.perf_counter() - assembled}
     return {**summary(dataset), "step_s": _rounded(steps)}
 
@@ -197,10 +208,11 @@ def summary(dataset: Dataset) -> dict:
     }
 
 
-def _dataset_document(dataset: Dataset, settings: Settings, source_uri: str) -> dict:
+def _dataset_document(dataset: Dataset, settings: Settings, source_uri: str, labels_csv: str | None) -> dict:
     return {
         "_id": dataset.dataset_id,
         "source_uri": source_uri,
+        "labels_csv": labels_csv,
         "manifest_path": str(dataset.manifest_path),
         "manifest_hash": dataset.manifest_hash,
         "config": dataset.config,
@@ -228,6 +240,7 @@ def _media_document(item: ItemResult) -> dict:
         "height": item.height,
         "codec": item.codec,
         "bits_per_pixel": item.bits_per_pixel,
+        "brightness": item.brightness,
         "method": item.method,
         "frames_extracted": len(item.frames),
         "steps": item.steps,

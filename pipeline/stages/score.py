@@ -29,7 +29,7 @@ from pipeline.media.faces import frame_region
 from pipeline.media.images import MediaError, as_stored, decode_image, encode_jpeg, resize_to_square
 from pipeline.media.provenance import read_provenance
 from pipeline.media.sniff import SNIFF_BYTES, sniff_format, sniff_path_kind
-from pipeline.media.stats import image_stats, video_stats
+from pipeline.media.stats import brightness, image_stats, video_stats
 from pipeline.media.video import DecodeLimits, extract_frames
 from pipeline.model.bundle import ModelBundle, load_bundle
 from pipeline.model.explain import grad_cam, overlay
@@ -390,6 +390,7 @@ def score_content(
         data = path.read_bytes()
         rgb, _ = decode_image(data)
         stats = image_stats(sniff_format(data[:SNIFF_BYTES]), rgb.shape[1], rgb.shape[0], len(data))
+        luma = brightness([rgb])
         frames, times = [model_frame(rgb, bundle)], [0.0]
         provenance = read_provenance(data)
     elif kind == "video":
@@ -400,6 +401,7 @@ def score_content(
             limits=DecodeLimits.from_settings(settings.prepare),
         )
         stats = video_stats(info)
+        luma = brightness([f.rgb for f in extracted])
         provenance = read_provenance(path)
         frames = [model_frame(f.rgb, bundle) for f in extracted]
         times = [f.time_s for f in extracted]
@@ -439,7 +441,7 @@ def score_content(
         "explained": explained,  # the evidence frames carry Grad-CAM overlays
         "ood_score": ood.score if ood else None,
         "ood": ood.to_dict() if ood else None,
-        "input": stats.to_dict(),
+        "input": {**stats.to_dict(), "brightness": luma},
         "provenance": provenance.to_dict(),
         "frames": [
             {"index": i, "time_s": t, "probability": float(p), "ood_score": o}

@@ -20,6 +20,7 @@ from pipeline.model.bundle import ModelBundle, load_bundle, save_bundle
 from pipeline.model.calibration import Calibration, fit_calibration, with_band_edges
 from pipeline.model.card import model_card, render_card
 from pipeline.model.data import frame_dataset
+from pipeline.model.drift import DriftReference, MediaProfile
 from pipeline.model.evaluate import binary_metrics, save_plots
 from pipeline.model.onnx_export import EMBEDDING, LOGIT, concatenated, keras_outputs
 from pipeline.model.ood import TrainingDistribution, fit_distribution
@@ -137,6 +138,7 @@ def run(
         save_plots(rows["test"]["label"].to_numpy(), test_probs, calibration.threshold,
                    rows["test"]["frame_path"].tolist(), workdir / "plots")  # fmt: skip
         tracking.log_artifacts(workdir / "plots", "plots")
+        reference = drift_reference(rows, test_probs, aggregation, settings)
         check_frames = next(iter(frame_dataset(rows["test"].head(16), batch_size=16, training=False, seed=0)))[0]
         bundle_dir = save_bundle(
             workdir / "bundle",
@@ -145,6 +147,7 @@ def run(
             _bundle_metadata(settings, dataset, aggregation),
             check_frames=np.asarray(check_frames),
             distribution=distribution,
+            drift_reference=reference,
         )
         ref = tracking.register_bundle(settings, serving, bundle_dir)
         promoted, rule = _promote_if_better(settings, ref, metrics, manifest)
@@ -250,6 +253,21 @@ def describe_training_data(
     )
     accepted = float(np.mean(val_scores <= distribution.threshold)) if len(val_scores) else float("nan")
     return distribution, accepted
+
+
+def drift_reference(
+    rows: dict[str, pd.DataFrame], test_probs: np.ndarray, rule: str, settings: Settings
+) -> DriftReference:
+    """What drift checks compare scored media with: the training media's input statistics (brightness where the
+    manifest has it) and P(AI) of the test media, aggregated as scoring aggregates them."""
+    train = rows["train"].drop_duplicates("content_id")
+    brightness = dict(zip(train["content_id"], train["brightness"], strict=True)) if "brightness" in train else {}
+    profiles = [
+        MediaProfile.from_stats(stats, brightness=brightness.get(content_id))
+        for content_id, stats in media_stats(train).items()
+    ]
+    test_media = [aggregate(test_probs[item], rule) for item in _by_media(rows["test"]).values()]
+    return DriftReference.fit(profiles, test_media, limit=settings.drift.reference_media, seed=settings.prepare.seed)
 
 
 def _media_verdicts(

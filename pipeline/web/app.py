@@ -107,6 +107,7 @@ def create_app(
                 "uploaded": request.query_params.get("uploaded"),
                 "refused": request.query_params.get("refused"),
                 "max_upload_mb": settings().score.max_upload_mb,
+                "drift": next(iter(store().drift_checks(limit=1)), None),
             },
         )
 
@@ -146,6 +147,11 @@ def create_app(
     def card_page(request: Request, run_id: str) -> Response:
         return TEMPLATES.TemplateResponse(request, "card.html", {"card": _card(run_id)})
 
+    @app.get("/drift/", response_class=HTMLResponse, name="drift_page")
+    def drift_page(request: Request, limit: int = Query(20, ge=1, le=200)) -> Response:
+        """The latest drift checks: each statistic of the recent media against the model's training data."""
+        return TEMPLATES.TemplateResponse(request, "drift.html", {"checks": store().drift_checks(limit=limit)})
+
     @app.get("/media/{content_id}/scores.png", name="score_plot")
     def score_plot(content_id: str) -> Response:
         return Response(frame_score_plot(_detail(content_id)), media_type="image/png")
@@ -175,6 +181,12 @@ def create_app(
     def api_card(run_id: str) -> dict:
         """The model card of the training run that made a model version."""
         return jsonable(_card(run_id))
+
+    @app.get("/api/drift")
+    def api_drift(limit: int = Query(20, ge=1, le=200)) -> list[dict]:
+        """The latest drift checks, most recent first (without the window's content ids)."""
+        return [jsonable({**c, "window": {k: v for k, v in c["window"].items() if k != "content_ids"}})
+                for c in store().drift_checks(limit=limit)]  # fmt: skip
 
     @app.get("/api/verdicts/{content_id}")
     def api_verdict(content_id: str) -> dict:

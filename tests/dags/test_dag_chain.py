@@ -15,7 +15,7 @@ import pytest
 from pipeline import tracking
 from pipeline.services import airflow_environment
 from pipeline.settings import PROJECT_ROOT
-from pipeline.store import DATASETS, INTAKE, MEDIA, TRAINING_RUNS, VERDICTS, ResultStore
+from pipeline.store import DATASETS, DRIFT, INTAKE, MEDIA, TRAINING_RUNS, VERDICTS, ResultStore
 from pipeline.synthetic import drop_incoming
 
 pytestmark = pytest.mark.slow
@@ -83,3 +83,7 @@ def test_dag_chain_end_to_end(settings, mongo_uri, synthetic_source, tmp_path):
     assert all(v["ood"]["threshold"] == training["ood"]["threshold"] and v["ood_score"] is not None for v in scored)
     assert all(v["provenance"]["c2pa"]["state"] == "absent" and v["basis"] == "model" for v in scored)
     assert training["card"]["model"]["version"] == training["model"]["version"]
+    check = store.db[DRIFT].find_one()  # score_incoming's last task: the champion's window against its training
+    assert check["model"] == {**training["model"], "run_id": training["_id"]} and check["window"]["media"] == 7
+    assert check["drifted"] is False and all(s["note"].startswith("too few") for s in check["statistics"].values())
+    assert mlflow.get_run(training["_id"]).data.metrics["drift_window_media"] == 7

@@ -104,6 +104,7 @@ def test_media_are_recorded_as_each_batch_is_processed(settings, store, syntheti
     recorded = {doc["_id"]: doc for doc in store.db[MEDIA].find()}
     assert len(recorded) == len(work["videos"]) and {d["kind"] for d in recorded.values()} == {"video"}
     assert all(d["frames_extracted"] == settings.prepare.frames_per_video for d in recorded.values())
+    assert all(0.05 < d["brightness"] < 0.95 for d in recorded.values())  # photographs: neither black nor white
 
 
 def test_no_group_or_content_straddles_splits(settings, store, synthetic_source):
@@ -116,6 +117,8 @@ def test_no_group_or_content_straddles_splits(settings, store, synthetic_source)
     assert video_rows.groupby("content_id").size().max() == settings.prepare.frames_per_video
     assert (manifest["frame_size"] == settings.prepare.frame_size).all()
     assert (manifest["resize_policy"] == settings.prepare.resize_policy).all()
+    brightness = manifest.drop_duplicates("content_id")["brightness"]  # the drift reference's, for every medium
+    assert brightness.between(0, 1).all() and brightness.nunique() > len(brightness) // 2
 
 
 def test_rerun_is_idempotent(settings, store, synthetic_source):
@@ -207,3 +210,14 @@ def test_the_shared_clips_labelled_in_words_keep_every_class_in_every_split(sett
     summary = prepare.run(settings, store, str(source))
     assert summary["kept"] == len(manifest) == 40
     assert all(summary["splits"][split]["fake_items"] > 0 for split in ("train", "val", "test"))
+
+
+def test_a_labels_file_given_apart_is_used_and_kept_as_lineage(settings, store, synthetic_source, tmp_path):
+    labels = tmp_path / "train.csv"  # the same rows, under another name and outside the source
+    labels.write_text(synthetic_source.labels_csv.read_text())
+    summary = prepare.run(settings, store, str(synthetic_source.root), labels_csv=str(labels))
+    dataset = store.dataset(summary["dataset_id"])
+    assert (
+        dataset["labels_csv"] == str(labels)
+        and dataset["totals"]["kept"] == synthetic_source.images + synthetic_source.videos
+    )

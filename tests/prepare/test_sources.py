@@ -65,6 +65,24 @@ def test_kaggle_csv_with_groups_and_missing_files(tmp_path):
     assert [r.reason for r in rejected] == ["labels.csv line 4: file does not exist"]
 
 
+def test_a_labels_file_named_on_the_command_line_labels_the_source(tmp_path):
+    """Kaggle's "AI vs human generated images": train.csv (an unnamed index column, file_name, label) beside
+    train_data/, and unlabelled test_data_v2/ that must not be taken for training data."""
+    for name in ("a.jpg", "b.jpg"):
+        _touch(tmp_path / "train_data" / name)
+    _touch(tmp_path / "test_data_v2" / "unknown.jpg")
+    rows = ["", "0,train_data/a.jpg,1", "1,train_data/b.jpg,0", "2,train_data/c.jpg,1"]
+    (tmp_path / "train.csv").write_text(",file_name,label" + "\n".join(rows) + "\n")
+    items, rejected = discover(str(tmp_path), LABELS, labels_csv=str(tmp_path / "train.csv"))
+    assert [(os.path.basename(i.uri), i.label) for i in items] == [("a.jpg", 1), ("b.jpg", 0)]
+    assert [r.reason for r in rejected] == ["train.csv line 4: file does not exist"]
+    with pytest.raises(FileNotFoundError, match="labels file .*nowhere.csv does not exist"):
+        discover(str(tmp_path), LABELS, labels_csv=str(tmp_path / "nowhere.csv"))
+    (tmp_path / "bad.csv").write_text("file_name,label\ntrain_data/a.jpg,maybe\n")
+    with pytest.raises(PrepareError, match=r"bad.csv: line 2: label 'maybe'"):
+        discover(str(tmp_path), LABELS, labels_csv=str(tmp_path / "bad.csv"))
+
+
 @pytest.mark.parametrize(
     ("words", "label"),
     [

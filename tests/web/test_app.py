@@ -211,3 +211,35 @@ def test_html_in_a_file_name_is_escaped_in_every_page(hostile_named):
     for name, page in pages.items():
         assert "<img src=x" not in page and "&#34;&gt;&lt;img src=x onerror=alert(1)&gt;.jpg" in page, name
     assert client.get(f"/api/verdicts/{content_id}").json()["source_uri"].endswith(HOSTILE)  # JSON keeps the name
+
+
+def test_drift_past_the_threshold_shows_a_banner_linking_to_the_report(client, scored_verdicts):
+    from pipeline.media.stats import MediaStats
+    from pipeline.model.drift import DriftReference, MediaProfile, compare
+    from pipeline.stages.drift import DriftCheck
+    from pipeline.store import DRIFT
+
+    assert 'id="drift-banner"' not in client.get("/").text
+    # Trained on large bright PNGs: the stored verdicts (192 px JPEGs and H.264 videos) have drifted from them.
+    training = [MediaProfile.from_stats(MediaStats("image", 1024, 1024, "png", bits_per_pixel=9.0 + i / 100),
+                                        brightness=0.9 - i / 1000) for i in range(50)]  # fmt: skip
+    reference = DriftReference.fit(training, [0.5 + i / 200 for i in range(50)], limit=100, seed=0)
+    settings = scored_verdicts.settings.model_copy(update={"drift": scored_verdicts.settings.drift.model_copy(
+        update={"min_media": 3})})  # fmt: skip
+    recent = [v for v in scored_verdicts.store.list_verdicts(limit=50) if v["status"] == "scored"]
+    found = DriftCheck(tracking.ModelRef("mediacheck-detector", "1", "run-untrained"),
+                       compare(reference, [MediaProfile.from_verdict(v) for v in recent], settings.drift),
+                       [v["_id"] for v in recent], recent[-1]["scored_at"], recent[0]["scored_at"])  # fmt: skip
+    assert {"short_side", "format"} <= {s.statistic for s in found.drifted}
+    scored_verdicts.store.record_drift(found.document(settings))
+    try:
+        page = client.get("/")
+        assert 'id="drift-banner"' in page.text and 'href="drift/"' in page.text and "short_side" in page.text
+        report = client.get("/drift/")
+        assert report.status_code == 200 and report.text.count('<tr class="drifted">') == len(found.drifted)
+        assert "image/png 100%" in report.text
+        api = client.get("/api/drift").json()
+        assert api[0]["drifted_statistics"] == [s.statistic for s in found.drifted]
+        assert "content_ids" not in api[0]["window"] and api[0]["window"]["media"] == len(recent)
+    finally:
+        scored_verdicts.store.db[DRIFT].delete_many({})
