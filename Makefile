@@ -7,7 +7,7 @@ UV_VERSION := 0.13.9
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export PYTHONUNBUFFERED := 1
 
-.PHONY: install demo test test-fast lint lock audit up cluster status down clean FORCE
+.PHONY: install demo test test-fast lint lock audit up cluster status down clean docs docs-serve FORCE
 
 # Which lock .venv gets: GPU=1 the CUDA build of TensorFlow (requirements-gpu.txt), GPU=0 the CPU
 # build (requirements.txt); without GPU, the one already installed (the stamp records it; an empty
@@ -46,7 +46,7 @@ test-fast: install  ## skip the slow training and DAG tests
 	$(BIN)/python -m pytest -m "not slow"
 
 lint: install
-	$(BIN)/ruff check pipeline dags plugins tests scripts bench
+	$(BIN)/ruff check pipeline dags plugins tests scripts bench docs/hooks
 
 # The GPU lock: requirements.in with tensorflow-cpu swapped for tensorflow[and-cuda] (same version),
 # every package the two share held to requirements.txt's version.
@@ -74,6 +74,12 @@ status:  ## each component of `make up`: state, pid, uptime, restarts, last exit
 
 down:
 	$(BIN)/python scripts/stack.py down
+
+docs: install  ## the docs site into site/; a broken link, anchor or page left out of the nav fails it
+	$(BIN)/python -m mkdocs build --strict --site-dir site
+
+docs-serve: install  ## the docs site on http://127.0.0.1:8000, rebuilt on every change
+	$(BIN)/python -m mkdocs serve
 
 clean: down
 	rm -rf .data .airflow .airflow-cluster
