@@ -197,7 +197,8 @@ def rescore(verdicts: Sequence[dict[str, Any]], loaded: LoadedModel, settings: S
     """Score the media behind stored verdicts again with ``loaded``'s model, storing nothing.
 
     Each item is read from the first of its recorded locations that still holds the same content;
-    items found nowhere, or that failed to score before, are left out.
+    items found nowhere (moved, deleted, or in a bucket this process has no credentials for), or that
+    failed to score before, are left out.
     """
     from pipeline import bucket
     from pipeline.media.images import MediaError
@@ -208,7 +209,10 @@ def rescore(verdicts: Sequence[dict[str, Any]], loaded: LoadedModel, settings: S
         if verdict.get("status") != "scored":
             continue
         for uri in dict.fromkeys([verdict["source_uri"], *verdict.get("sources", [])]):
-            obj = bucket.stat_object(uri)
+            try:
+                obj = bucket.stat_object(uri)
+            except Exception:  # noqa: BLE001  (unreachable here: no credentials, no network; try the next location)
+                continue
             if obj is None:
                 continue
             try:

@@ -104,6 +104,9 @@ def print_results(store: ResultStore, settings) -> None:
             f"  e.g. {Path(example['source_uri']).name}: {'; '.join(example['ood']['details'])} "
             f"(the model alone would have said {example['model_verdict']}, P(AI) {example['probability']:.2f})"
         )
+    drift = next(iter(store.drift_checks(limit=1)), None)
+    if drift:
+        console.print(f"Drift check (MongoDB 'drift', after scoring): {drift['summary']}")
     metrics = run["metrics"]
     console.print(
         f"MLflow run [bold]{run['_id']}[/] (model {run['model']['name']} v{run['model']['version']}): "

@@ -37,8 +37,11 @@ class DriftCheck:
 
     def summary(self) -> str:
         head = f"model {self.model.name} v{self.model.version}, last {len(self.content_ids)} scored media"
+        compared = [s.statistic for s in self.statistics if s.note is None]
+        if not compared:
+            return f"{head}: too few to compare with the training data yet"
         if not self.drifted:
-            return f"{head}: no drift from the training data"
+            return f"{head}: no drift from the training data in {', '.join(compared)}"
         return f"{head}: drifted from the training data in " + "; ".join(s.describe() for s in self.drifted)
 
     def document(self, settings: Settings) -> dict[str, Any]:

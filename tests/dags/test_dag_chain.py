@@ -86,4 +86,5 @@ def test_dag_chain_end_to_end(settings, mongo_uri, synthetic_source, tmp_path):
     check = store.db[DRIFT].find_one()  # score_incoming's last task: the champion's window against its training
     assert check["model"] == {**training["model"], "run_id": training["_id"]} and check["window"]["media"] == 7
     assert check["drifted"] is False and all(s["note"].startswith("too few") for s in check["statistics"].values())
+    assert check["summary"].endswith("7 scored media: too few to compare with the training data yet")
     assert mlflow.get_run(training["_id"]).data.metrics["drift_window_media"] == 7

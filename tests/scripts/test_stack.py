@@ -421,14 +421,16 @@ def test_a_drop_of_forty_media_into_the_running_stack_gets_one_verdict_each(sett
         assert up.returncode == 0, up.stdout + up.stderr
         for index, path in enumerate(media):
             shutil.copyfile(path, incoming / f"{index:02d}-{path.name}")
-        wait_for(lambda: store.count(VERDICTS) >= len(contents), 600, f"{len(contents)} verdicts")
+        settled = {"status": {"$in": ["scored", "failed", "linked"]}}  # each location: its verdict, or linked to one
+        wait_for(lambda: store.count(VERDICTS) >= len(contents) and store.db[INTAKE].count_documents(settled)
+                 >= len(media), 600, f"{len(contents)} verdicts for {len(media)} locations")  # fmt: skip
         status = subprocess.run([*STACK, "status"], capture_output=True, text=True, timeout=60)
         restarts = {row["name"]: row["restarts"] for row in health(settings)["components"]}
     finally:
         down = subprocess.run([*STACK, "down"], capture_output=True, text=True, timeout=120)
     assert down.returncode == 0, down.stdout + down.stderr
     assert {v["_id"] for v in store.db[VERDICTS].find()} == contents
-    linked = {d["_id"] for d in store.db[INTAKE].find({"status": {"$in": ["scored", "failed", "linked"]}})}
+    linked = {d["_id"] for d in store.db[INTAKE].find(settled)}
     assert linked == {(incoming / f"{index:02d}-{path.name}").as_uri() for index, path in enumerate(media)}
     assert status.returncode == 0, status.stdout
     assert set(restarts.values()) == {0}, restarts  # no component had died when the last verdict came

@@ -60,6 +60,9 @@ def test_drift_is_reported_for_a_shifted_batch_and_not_for_one_like_the_training
     compared = {s.statistic for s in unshifted.statistics if s.note is None}
     assert compared >= INPUTS, [s.describe() for s in unshifted.statistics]
     assert unshifted.drifted == [], unshifted.summary()
+    in_order = [s.statistic for s in unshifted.statistics if s.note is None]
+    expected = f"{batch} scored media: no drift from the training data in {', '.join(in_order)}"
+    assert unshifted.summary().endswith(expected)
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
 
     score_all(shifted_batch(tmp_path / "shifted", np.random.default_rng(5), batch))
