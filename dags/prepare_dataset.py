@@ -84,7 +84,8 @@ def prepare_dataset():
 
         config = settings(params)
         with failing_without_retry():
-            return prepare.assemble(config, result_store(config), work["workdir"], params["source_uri"])
+            return prepare.assemble(config, result_store(config), work["workdir"], params["source_uri"],
+                                    labels_csv=params["labels_csv"] or None)  # fmt: skip
 
     work = plan()
     videos = extract_video.partial(work=work).expand(video=videos_of(work))

@@ -14,9 +14,8 @@ declaring AI generation makes the verdict `fake` (basis: provenance); the eviden
 `fake` and `uncertain` verdicts keep Grad-CAM overlays. Runs as soon as new media settle in
 the bucket (a watch in the triggerer), every minute anyway, and whenever a new model is registered.
 Originals are kept (and recorded) or moved into `.processed/` / `.failed/` per
-`score.after_scoring`; nothing is deleted. Last, `check_drift` compares the media the champion
-scored most recently (`drift.window_media`) with its training data, statistic by statistic,
-stores the check in MongoDB `drift` and MLflow, and logs a warning when they have drifted apart.
+`score.after_scoring`; nothing is deleted. Last, `check_drift` compares the champion's recent
+media with its training data (stored in MongoDB `drift` and MLflow; a warning when drifted).
 """
 
 from __future__ import annotations
@@ -81,7 +80,9 @@ def score_incoming():
         return score.score_chunk(uris, settings, result_store(settings))
 
     @task(trigger_rule="all_done")  # a failed chunk still leaves verdicts worth checking
-    def check_drift() -> dict | None:
+    def check_drift(chunks: list[list[str]] | None) -> dict | None:
+        if not chunks:
+            return None  # nothing new scored: the last check still holds (the minute poll costs no model load)
         from mediacheck_hooks import result_store
 
         from pipeline.settings import get_settings
@@ -91,7 +92,8 @@ def score_incoming():
         found = drift.check(settings, result_store(settings))  # past the threshold: a warning in this log
         return found and {"drifted": [s.statistic for s in found.drifted], "summary": found.summary()}
 
-    score_chunk.expand(uris=list_new()) >> check_drift()
+    chunks = list_new()
+    score_chunk.expand(uris=chunks) >> check_drift(chunks)
 
 
 score_incoming()

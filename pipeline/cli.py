@@ -9,8 +9,8 @@ import csv
 import json
 import sys
 from collections import Counter
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
@@ -22,7 +22,7 @@ from rich.table import Table
 
 from pipeline.redact import RedactedStream, configured_secrets
 from pipeline.settings import SettingsError, get_settings
-from pipeline.store import StoreUnavailable
+from pipeline.store import ResultStore, StoreUnavailable
 
 app = typer.Typer(
     help="Detect AI-generated images and videos: prepare, train, evaluate, score.",
@@ -36,20 +36,10 @@ console = Console(width=None if sys.stdout.isatty() else 200)
 notices = Console(stderr=True)  # progress and notes: stdout stays machine-readable with --format jsonl/csv
 
 
-@contextmanager
-def _store() -> Iterator:
-    from pipeline.services import mongo_uri
-    from pipeline.store import ResultStore
+def _store() -> AbstractContextManager[ResultStore]:
+    from pipeline.services import open_store
 
-    settings = get_settings()
-    with mongo_uri(settings.mongo.uri, settings.storage.local_root / "mongo") as uri:
-        store = ResultStore.from_uri(
-            uri, database=settings.mongo.database, retries=settings.mongo.retries, timeout_s=settings.mongo.timeout_s
-        )
-        try:
-            yield store
-        finally:
-            store.client.close()
+    return open_store(get_settings())
 
 
 def _note(text: str) -> None:
@@ -209,26 +199,29 @@ def _evaluate_folder(folder: str, labels_csv: Path | None) -> dict:
         notices.print(f"[red]{error}[/]")
         raise typer.Exit(1) from None
     _note(f"scoring {len(media)} labelled media in {folder} with {loaded.ref.name} v{loaded.ref.version}")
-    judged = []
+    results = []
     with _store() as store, _progress() as progress:
         task = progress.add_task("scoring", total=len(media))
         for item in media:
-            result = stage.score_uri(item.uri, loaded, settings, store, settle_s=0)
-            # Verdicts are kept by content: media scored before (by this or an earlier model) keep their verdict.
-            stored = store.find_verdict(result["content_id"]) if result.get("content_id") else None
-            if stored is not None and stored["status"] == "scored":
-                judged.append((item, stored))
-            else:
-                fate = stored or result
-                not_evaluated.append(
-                    {
-                        "uri": item.uri,
-                        "label": LABEL_NAMES[item.label],
-                        "status": fate["status"],
-                        "reason": fate.get("reason"),
-                    }
-                )
+            results.append(stage.score_uri(item.uri, loaded, settings, store, settle_s=0))
             progress.advance(task)
+        # Verdicts are kept by content: media scored before (by this or an earlier model) keep their verdict.
+        verdicts = store.verdicts_by_id([r["content_id"] for r in results if r.get("content_id")])
+    judged = []
+    for item, result in zip(media, results, strict=True):
+        stored = verdicts.get(result.get("content_id"))
+        if stored is not None and stored["status"] == "scored":
+            judged.append((item, stored))
+        else:
+            fate = stored or result
+            not_evaluated.append(
+                {
+                    "uri": item.uri,
+                    "label": LABEL_NAMES[item.label],
+                    "status": fate["status"],
+                    "reason": fate.get("reason"),
+                }
+            )
     rows = [
         {
             "uri": item.uri,
@@ -368,7 +361,7 @@ def score(
             for uri in uris:
                 results.append(stage.score_uri(uri, loaded, settings, store, settle_s=None if path is None else 0))
                 progress.advance(task)
-        checked = drift_stage.check(settings, store)
+        checked = drift_stage.check(settings, store, loaded=loaded)
     _emit(results + others, output, title=f"model {loaded.ref.name} v{loaded.ref.version}")
     if checked and checked.drifted:
         notices.print(f"[yellow]{checked.summary()}[/]\n(details: mediacheck drift)", highlight=False)

@@ -19,9 +19,9 @@ import numpy as np
 import pandas as pd
 from upath import UPath
 
+from pipeline import services
 from pipeline.prepare.sources import LABEL_NAMES
 from pipeline.redact import redact
-from pipeline.services import mongo_uri
 from pipeline.settings import DEFAULT_CONFIG, Settings
 from pipeline.store import ResultStore
 
@@ -29,7 +29,6 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
     from pipeline.stages.score import LoadedModel
-    from pipeline.tracking import ModelRef
 
 BANDS = ("real", "uncertain", "fake", "failed")  # a verdict's band; failed: no verdict (not media, unreadable)
 BAND_COLOURS = {"real": "tab:green", "uncertain": "tab:orange", "fake": "tab:red", "failed": "tab:gray"}
@@ -47,11 +46,8 @@ def open_store(settings: Settings) -> ResultStore:
     and the next command that looks for a running server finds it stale and starts one).
     """
     held = ExitStack()
-    uri = held.enter_context(mongo_uri(settings.mongo.uri, settings.storage.local_root / "mongo"))
     atexit.register(held.close)
-    return ResultStore.from_uri(
-        uri, database=settings.mongo.database, retries=settings.mongo.retries, timeout_s=settings.mongo.timeout_s
-    )
+    return held.enter_context(services.open_store(settings))
 
 
 def where(settings: Settings, store: ResultStore) -> str:
@@ -140,15 +136,6 @@ def worst_errors(labels: np.ndarray, probs: np.ndarray, count: int) -> np.ndarra
     error = np.abs(np.asarray(labels, np.float64) - np.asarray(probs, np.float64))
     order = np.argsort(-error, kind="stable")
     return order[error[order] > 0.5][:count]
-
-
-def load_version(settings: Settings, ref: ModelRef) -> LoadedModel:
-    """A registered version's served bundle (downloaded once into the local cache), as scoring loads it."""
-    from pipeline import tracking
-    from pipeline.model.bundle import load_bundle
-    from pipeline.stages.score import LoadedModel
-
-    return LoadedModel(load_bundle(tracking.bundle_folder(settings, ref)), ref)
 
 
 # -- verdicts --------------------------------------------------------------------------

@@ -15,13 +15,17 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 from urllib.parse import parse_qsl, unquote_plus
 
 from pymongo import MongoClient
 from pymongo.errors import PyMongoError
 
 from pipeline.redact import redact
+
+if TYPE_CHECKING:
+    from pipeline.settings import Settings
+    from pipeline.store import ResultStore
 
 SERVER_BINARY = "secantusd-py"
 
@@ -149,6 +153,21 @@ def mongo_uri(configured: str | None, storage: Path) -> Iterator[str]:
         return
     with embedded_mongo(storage) as uri:
         yield uri
+
+
+@contextmanager
+def open_store(settings: Settings) -> Iterator[ResultStore]:
+    """The configured database on the server :func:`mongo_uri` finds (or starts for the duration), closed on exit."""
+    from pipeline.store import ResultStore
+
+    with mongo_uri(settings.mongo.uri, settings.storage.local_root / "mongo") as uri:
+        store = ResultStore.from_uri(
+            uri, database=settings.mongo.database, retries=settings.mongo.retries, timeout_s=settings.mongo.timeout_s
+        )
+        try:
+            yield store
+        finally:
+            store.client.close()
 
 
 def mongo_server_command(storage: Path | str, port: int, *, auth: bool = False) -> list[str]:

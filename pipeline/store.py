@@ -275,6 +275,12 @@ class ResultStore:
         cursor = self.db[VERDICTS].find(query, {"frames": 0, **_NO_IMAGES})
         return list(cursor.sort("created_at", DESCENDING).limit(limit))
 
+    @_retrying
+    def verdicts_by_id(self, content_ids: list[str]) -> dict[str, dict[str, Any]]:
+        """The verdicts of these contents (those that have one), in one query, without frames or evidence images."""
+        cursor = self.db[VERDICTS].find({"_id": {"$in": content_ids}}, {"frames": 0, **_NO_IMAGES})
+        return {document["_id"]: document for document in cursor}
+
     # -- drift -------------------------------------------------------------------------
     @_retrying
     def recent_scored(self, *, model_name: str, model_version: str, limit: int) -> list[dict[str, Any]]:
@@ -295,10 +301,13 @@ class ResultStore:
         return result.upserted_id is not None
 
     @_retrying
-    def drift_checks(self, *, limit: int = 20, model_version: str | None = None) -> list[dict[str, Any]]:
-        """Stored drift checks, most recent first."""
+    def drift_checks(
+        self, *, limit: int = 20, model_version: str | None = None, content_ids: bool = False
+    ) -> list[dict[str, Any]]:
+        """Stored drift checks, most recent first; the content ids of their windows only when asked."""
         query = {"model.version": model_version} if model_version else {}
-        return list(self.db[DRIFT].find(query).sort("created_at", DESCENDING).limit(limit))
+        projection = None if content_ids else {"window.content_ids": 0}
+        return list(self.db[DRIFT].find(query, projection).sort("created_at", DESCENDING).limit(limit))
 
     @_retrying
     def count_drift_checks(self, *, model_name: str, model_version: str) -> int:

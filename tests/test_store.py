@@ -47,3 +47,12 @@ def test_indexes_exist(store):
     assert ("verdict", "created_at") in names and ("model.version", "created_at") in names
     store.record_media([{"content_id": "c" * 64, "uri": "u1"}])
     assert [tuple(index["key"]) for index in store.db[MEDIA].list_indexes()] == [("_id",)]  # inserts stay cheap
+
+
+def test_verdicts_are_read_by_content_in_one_query_without_frames_or_images(store):
+    for content_id in ("a" * 64, "b" * 64):
+        store.record_verdict({"_id": content_id, "source_uri": f"/in/{content_id[0]}.jpg", "status": "scored",
+                              "frames": [{"index": 0}], "evidence": [{"index": 0, "jpeg": b"\xff\xd8"}]})  # fmt: skip
+    found = store.verdicts_by_id(["a" * 64, "c" * 64])
+    assert list(found) == ["a" * 64] and "frames" not in found["a" * 64]
+    assert found["a" * 64]["evidence"] == [{"index": 0}] and found["a" * 64]["sources"] == ["/in/a.jpg"]

@@ -149,7 +149,8 @@ def compare(reference: DriftReference, window: Sequence[MediaProfile], settings:
             results.append(StatisticDrift(name, len(seen), len(now), note=note))
             continue
         if name == FORMAT:
-            psi, test, p_value = _format_psi(seen, now), "chi2", _chi2_p(seen, now)
+            counts = _format_counts(seen, now)
+            psi, test, p_value = _psi(*(row / row.sum() for row in counts)), "chi2", _chi2_p(counts)
             summaries = _format_shares(seen), _format_shares(now)
         else:
             psi, test, p_value = _numeric_psi(np.asarray(seen), np.asarray(now)), "ks", stats.ks_2samp(seen, now).pvalue
@@ -182,10 +183,11 @@ def _numeric_psi(seen: np.ndarray, now: np.ndarray) -> float:
     return _psi(shares(seen), shares(now))
 
 
-def _format_psi(seen: list[str], now: list[str]) -> float:
-    categories = sorted(set(seen) | set(now))
-    shares = [np.array([Counter(x)[k] for k in categories]) / len(x) for x in (seen, now)]
-    return _psi(*shares)
+def _format_counts(seen: list[str], now: list[str]) -> np.ndarray:
+    """Two rows (training, recent) of counts per format, over the formats either side has."""
+    counts = [Counter(seen), Counter(now)]
+    formats = sorted(counts[0].keys() | counts[1].keys())
+    return np.array([[count[name] for name in formats] for count in counts])
 
 
 def _psi(expected: np.ndarray, actual: np.ndarray) -> float:
@@ -193,12 +195,10 @@ def _psi(expected: np.ndarray, actual: np.ndarray) -> float:
     return float(np.sum((actual - expected) * np.log(actual / expected)))
 
 
-def _chi2_p(seen: list[str], now: list[str]) -> float:
-    categories = sorted(set(seen) | set(now))
-    if len(categories) < 2:
+def _chi2_p(counts: np.ndarray) -> float:
+    if counts.shape[1] < 2:  # one format on both sides: nothing to test
         return 1.0
-    table = np.array([[Counter(x)[k] for k in categories] for x in (seen, now)])
-    return float(stats.chi2_contingency(table).pvalue)
+    return float(stats.chi2_contingency(counts).pvalue)
 
 
 def _numeric_summary(values: list[float]) -> dict:

@@ -13,9 +13,9 @@ from datetime import datetime
 from typing import Any
 
 from pipeline import tracking
-from pipeline.model.bundle import load_bundle
 from pipeline.model.drift import MediaProfile, StatisticDrift, compare, to_documents
 from pipeline.settings import Settings
+from pipeline.stages.score import LoadedModel, NoModelError, load_champion
 from pipeline.store import ResultStore
 
 log = logging.getLogger(__name__)
@@ -66,13 +66,17 @@ class DriftCheck:
         return {**compared, "drift_detected": float(bool(self.drifted)), "drift_window_media": len(self.content_ids)}
 
 
-def check(settings: Settings, store: ResultStore) -> DriftCheck | None:
-    """Compare the champion's recent media with its training data; None when there is nothing to compare."""
-    ref = tracking.champion(settings)
-    if ref is None:
+def check(settings: Settings, store: ResultStore, *, loaded: LoadedModel | None = None) -> DriftCheck | None:
+    """Compare the champion's recent media with its training data; None when there is nothing to compare.
+
+    ``loaded``: the champion, where the caller has just scored with it (else it is loaded here).
+    """
+    try:
+        loaded = loaded or load_champion(settings)
+    except NoModelError:
         log.info("drift: no champion model yet")
         return None
-    reference = load_bundle(tracking.bundle_folder(settings, ref)).drift_reference
+    ref, reference = loaded.ref, loaded.bundle.drift_reference
     if reference is None:
         log.info("drift: model %s v%s predates drift monitoring: no reference to compare with", ref.name, ref.version)
         return None

@@ -48,7 +48,6 @@ def plan(settings: Settings, source_uri: str, *, labels_csv: str | None = None) 
     workdir.mkdir(parents=True)
     items, rejected = discover(source_uri, settings.prepare.label_map, labels_csv=labels_csv)
     (workdir / "rejected.json").write_text(json.dumps([vars(r) for r in rejected]))
-    (workdir / "labels.json").write_text(json.dumps({"labels_csv": labels_csv}))  # for the dataset's lineage
     videos, images = [], []
     for item in items:  # vars, not asdict: these are flat, and asdict deep-copies
         routed_as_image = os.path.splitext(item.uri)[1].lower() in IMAGE_SUFFIXES
@@ -91,14 +90,16 @@ def process_batch(
     return str(path)
 
 
-def assemble(settings: Settings, store: ResultStore, workdir: str, source_uri: str) -> dict:
+def assemble(
+    settings: Settings, store: ResultStore, workdir: str, source_uri: str, *, labels_csv: str | None = None
+) -> dict:
     """Build the dataset from every batch's results file, write the manifest and record it in MongoDB."""
     results = [
         ItemResult.from_dict(json.loads(line))
         for path in sorted(UPath(workdir).glob(RESULTS_GLOB), key=str)
         for line in path.read_text().splitlines()
     ]
-    return _assemble(settings, store, workdir, source_uri, results)
+    return _assemble(settings, store, workdir, source_uri, labels_csv, results)
 
 
 def run(
@@ -120,7 +121,7 @@ def run(
     items = work["videos"] + [i for chunk in work["image_chunks"] for i in load_chunk(chunk)]
     results = _process(settings, store, items, on_progress)
     processed = time.perf_counter()
-    result = _assemble(settings, store, work["workdir"], source_uri, results)
+    result = _assemble(settings, store, work["workdir"], source_uri, labels_csv, results)
     steps = _rounded({"plan": planned - started, "process": processed - planned})
     return {**result, "step_s": steps | result["step_s"]}
 
@@ -156,10 +157,16 @@ def _process_into(
         )
 
 
-def _assemble(settings: Settings, store: ResultStore, workdir: str, source_uri: str, results: list[ItemResult]) -> dict:
+def _assemble(
+    settings: Settings,
+    store: ResultStore,
+    workdir: str,
+    source_uri: str,
+    labels_csv: str | None,
+    results: list[ItemResult],
+) -> dict:
     started = time.perf_counter()
     rejected = [Rejected(**r) for r in json.loads((UPath(workdir) / "rejected.json").read_text())]
-    labels_csv = json.loads((UPath(workdir) / "labels.json").read_text())["labels_csv"]
     dataset = assemble_dataset(results, rejected, settings.prepare, settings.storage.root / "datasets")
     assembled = time.perf_counter()
     store.ensure_indexes()

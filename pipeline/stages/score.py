@@ -162,14 +162,19 @@ def _loaded_version(ref: tracking.ModelRef, folder: Path) -> LoadedModel:
     return LoadedModel(load_bundle(folder), ref)
 
 
+def load_version(settings: Settings, ref: tracking.ModelRef) -> LoadedModel:
+    """A registered version, loaded once per process; its bundle is downloaded once per version."""
+    return _loaded_version(ref, tracking.bundle_folder(settings, ref))
+
+
 def load_champion(settings: Settings) -> LoadedModel:
-    """The champion, loaded once per process and model version; its bundle is downloaded once per version."""
+    """The champion (see :func:`load_version`)."""
     ref = tracking.champion(settings)
     if ref is None:
         raise NoModelError(
             f"no '{tracking.CHAMPION}' version of {settings.mlflow.registered_model}: train a model first"
         )
-    return _loaded_version(ref, tracking.bundle_folder(settings, ref))
+    return load_version(settings, ref)
 
 
 def in_chunks(uris: list[str], size: int) -> list[list[str]]:

@@ -41,7 +41,8 @@ def test_dag_chain_end_to_end(settings, mongo_uri, synthetic_source, tmp_path):
     os.mkfifo(tmp_path / "incoming" / "pipe.mp4")  # poison pills: neither may fail a task
     (tmp_path / "incoming" / "gone.jpg").symlink_to(tmp_path / "nowhere.jpg")
     (tmp_path / "incoming" / "labels.csv").write_text("file,label\n")
-    conf = json.dumps({"source_uri": str(synthetic_source.root), "frames_per_video": 3})
+    labels = str(synthetic_source.labels_csv)  # inside the source anyway: named here to go through the trigger form
+    conf = json.dumps({"source_uri": str(synthetic_source.root), "labels_csv": labels, "frames_per_video": 3})
     run = subprocess.run(
         [
             sys.executable,
@@ -66,6 +67,7 @@ def test_dag_chain_end_to_end(settings, mongo_uri, synthetic_source, tmp_path):
     store = ResultStore.from_uri(mongo_uri, database=database)
     dataset = store.latest_dataset()
     assert dataset["frames_per_video"] == 3  # the trigger-form parameter reached the task
+    assert dataset["labels_csv"] == labels  # from plan to assemble
     assert store.count(MEDIA) == dataset["totals"]["kept"] and store.count(DATASETS) == 1
     training = store.db[TRAINING_RUNS].find_one()
     assert training["dataset_id"] == dataset["_id"]

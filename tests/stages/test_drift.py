@@ -71,7 +71,7 @@ def test_drift_is_reported_for_a_shifted_batch_and_not_for_one_like_the_training
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1 and "drifted from the training data in" in warnings[0] and "format" in warnings[0]
 
-    stored = store.drift_checks(limit=5)
+    stored = store.drift_checks(limit=5, content_ids=True)
     assert [c["drifted"] for c in stored] == [True, False]
     assert stored[0]["statistics"]["format"]["window"] == {"image/png": 1.0}
     assert set(stored[0]["window"]["content_ids"]) == set(found.content_ids)
